@@ -1,0 +1,182 @@
+"""The Python API: `anonymize(image)` for one-off use, `Anonymizer` to reuse loaded models."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import overload
+
+import numpy as np
+from PIL import Image
+
+from .anonymizers import METHODS, CoverSettings, cover
+from .detection import DEFAULT_THRESHOLD, Face, FaceDetector
+from .geometry import face_region
+from .media import DEFAULT_MAX_PIXELS, Picture, encode_image, format_for, read_image, to_pil, write_atomic
+
+
+@dataclass
+class FileResult:
+    """What happened to one photo: where it went and which faces were covered."""
+
+    source: str
+    output: str | None
+    faces: list[Face] = field(default_factory=list)
+    size: tuple[int, int] | None = None
+    error: str | None = None
+
+    def to_dict(self) -> dict:
+        return {
+            "file": self.source,
+            "output": self.output,
+            "width": self.size[0] if self.size else None,
+            "height": self.size[1] if self.size else None,
+            "faces": [f.to_dict() for f in self.faces],
+            "error": self.error,
+        }
+
+
+class Anonymizer:
+    """Detects and covers every face; load once, call many times.
+
+    >>> anon = Anonymizer(method="pixelate")
+    >>> out = anon.anonymize(rgb_array)        # numpy RGB (or BGR with bgr=True)
+    >>> out = anon.anonymize(Image.open(p))    # PIL in, PIL out (same mode)
+    """
+
+    def __init__(
+        self,
+        method: str = "blur",
+        threshold: float = DEFAULT_THRESHOLD,
+        mask_scale: float = 1.3,
+        shape: str = "ellipse",
+        feather: float = 0.1,
+        blocks: int = 8,
+        color: tuple[int, int, int] = (0, 0, 0),
+        blur_strength: float = 0.125,
+        detector: FaceDetector | None = None,
+        max_pixels: int = DEFAULT_MAX_PIXELS,
+    ) -> None:
+        if method not in METHODS:
+            raise ValueError(f"unknown method {method!r}; choose from {', '.join(METHODS)}")
+        if shape not in ("ellipse", "box"):
+            raise ValueError("shape must be 'ellipse' or 'box'")
+        if mask_scale <= 0:
+            raise ValueError("mask_scale must be positive")
+        self.settings = CoverSettings(method, blur_strength, blocks, tuple(color))
+        self.mask_scale = mask_scale
+        self.shape = shape
+        self.feather = max(0.0, feather)
+        self.max_pixels = max_pixels
+        self.detector = detector or FaceDetector(threshold=threshold)
+
+    @property
+    def method(self) -> str:
+        return self.settings.method
+
+    def detect(self, image: np.ndarray | Image.Image) -> list[Face]:
+        """Faces in an RGB image (numpy or PIL)."""
+        rgb, _ = _as_rgb(image, bgr=False)
+        return self.detector.detect(rgb)
+
+    def cover_faces(self, rgb: np.ndarray, faces: list[Face]) -> np.ndarray:
+        """A copy of `rgb` with each of `faces` covered."""
+        out = rgb.copy()
+        for face in faces:
+            region = face_region(face.box, face.landmarks, self.mask_scale, self.shape, self.feather)
+            cover(out, region, self.settings)
+        return out
+
+    @overload
+    def anonymize(self, image: np.ndarray, bgr: bool = False) -> np.ndarray: ...
+    @overload
+    def anonymize(self, image: Image.Image, bgr: bool = False) -> Image.Image: ...
+
+    def anonymize(self, image, bgr: bool = False):
+        """Return a copy of `image` with every face covered; the input is untouched."""
+        out, _ = self.anonymize_with_faces(image, bgr=bgr)
+        return out
+
+    def anonymize_with_faces(self, image, bgr: bool = False):
+        """Like `anonymize`, and also return the faces that were covered."""
+        rgb, restore = _as_rgb(image, bgr)
+        faces = self.detector.detect(rgb)
+        return restore(self.cover_faces(rgb, faces)), faces
+
+    __call__ = anonymize
+
+    def process_picture(self, picture: Picture) -> tuple[Image.Image, list[Face]]:
+        faces = self.detector.detect(picture.rgb)
+        return to_pil(picture, self.cover_faces(picture.rgb, faces)), faces
+
+    def process_file(
+        self,
+        source: str | os.PathLike,
+        output: str | os.PathLike,
+        keep_metadata: bool = False,
+        overwrite_input: bool = False,
+        quality: int = 95,
+    ) -> FileResult:
+        """Anonymize one photo file into `output`, atomically. Raises on failure, and then
+        nothing is written."""
+        src, dst = Path(source), Path(output)
+        if not overwrite_input and dst.exists() and _same_file(src, dst):
+            raise ValueError("output would overwrite the input (use --in-place to allow it)")
+        picture = read_image(src, self.max_pixels)
+        img, faces = self.process_picture(picture)
+        fmt = format_for(dst) or picture.format
+        write_atomic(dst, encode_image(img, fmt, picture.info, keep_metadata, quality))
+        return FileResult(str(src), str(dst), faces, picture.size)
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+def _as_rgb(image, bgr: bool):
+    """(RGB uint8 array, function that turns an RGB result back into the caller's type)."""
+    if isinstance(image, Image.Image):
+        from .media import _to_rgb
+
+        src = image
+        rgb, alpha = _to_rgb(src)
+        picture = Picture(rgb, alpha, src, "PNG")
+        return rgb, lambda out: to_pil(picture, out)
+    arr = np.asarray(image)
+    if arr.dtype != np.uint8:
+        raise TypeError(f"expected a uint8 image, got {arr.dtype}")
+    if arr.ndim == 2:
+        return np.repeat(arr[..., None], 3, axis=2), lambda out: out[..., 0].copy()
+    if arr.ndim != 3 or arr.shape[2] not in (3, 4):
+        raise ValueError(f"expected an image of shape (H, W), (H, W, 3) or (H, W, 4), got {arr.shape}")
+    alpha = arr[..., 3] if arr.shape[2] == 4 else None
+    rgb = np.ascontiguousarray(arr[..., 2::-1] if bgr else arr[..., :3])
+
+    def restore(out: np.ndarray) -> np.ndarray:
+        if bgr:
+            out = out[..., ::-1]
+        if alpha is not None:
+            out = np.dstack([out, alpha])
+        return np.ascontiguousarray(out)
+
+    return rgb, restore
+
+
+_cache: dict[tuple, Anonymizer] = {}
+
+
+def anonymize(image, method: str = "blur", bgr: bool = False, **options):
+    """Cover every face in `image` (numpy RGB/BGR/grey/RGBA array or PIL image).
+
+    Models are loaded on first use and kept for later calls with the same options.
+    Options are those of `Anonymizer` (threshold, mask_scale, shape, blocks, ...).
+    """
+    key = (method, tuple(sorted(options.items())))
+    anon = _cache.get(key)
+    if anon is None:
+        anon = _cache[key] = Anonymizer(method=method, **options)
+    return anon.anonymize(image, bgr=bgr)

@@ -1,0 +1,68 @@
+import math
+
+import numpy as np
+import pytest
+
+from anonyface.geometry import Region, box_iou, crop_face, expand_box, face_region, paste_face, roll_angle
+
+
+def test_expand_box_keeps_centre_and_squares():
+    b = expand_box((10, 20, 30, 60), 2.0, square=True)
+    assert b == pytest.approx((-20, 0, 60, 80))
+    assert expand_box((0, 0, 10, 10), 1.0) == (0, 0, 10, 10)
+
+
+def test_iou():
+    assert box_iou((0, 0, 10, 10), (0, 0, 10, 10)) == 1
+    assert box_iou((0, 0, 10, 10), (20, 20, 30, 30)) == 0
+    assert box_iou((0, 0, 10, 10), (5, 0, 15, 10)) == pytest.approx(1 / 3)
+
+
+def test_roll_angle_follows_eye_line():
+    eyes = np.array([[0, 0], [10, 10], [5, 5], [0, 0], [0, 0]], np.float32)
+    assert roll_angle(eyes) == pytest.approx(math.pi / 4)
+    assert roll_angle(None) == 0.0
+
+
+@pytest.mark.parametrize("shape", ["ellipse", "box"])
+def test_region_core_fully_covered_and_feather_outside(shape):
+    r = Region((50, 50), (20, 10), 0.3, shape, feather=0.2)
+    x1, y1, x2, y2 = (int(v) for v in r.bounds())
+    a = r.alpha(x1, y1, x2, y2)
+    ys, xs = np.mgrid[y1:y2, x1:x2] + 0.5
+    u = ((xs - 50) * math.cos(0.3) + (ys - 50) * math.sin(0.3)) / 20
+    v = (-(xs - 50) * math.sin(0.3) + (ys - 50) * math.cos(0.3)) / 10
+    d = np.hypot(u, v) if shape == "ellipse" else np.maximum(abs(u), abs(v))
+    assert np.all(a[d <= 1.0] == 1.0)  # the core is never softened
+    assert np.all(a[d >= 1.2] == 0.0)
+    assert 0 < a[(d > 1.02) & (d < 1.18)].mean() < 1
+    # The bounds really hold the whole feathered region.
+    assert a[0].max() == 0 and a[-1].max() == 0 and a[:, 0].max() == 0 and a[:, -1].max() == 0
+
+
+def test_face_region_scales_with_mask_scale():
+    small = face_region((0, 0, 100, 100), mask_scale=1.0)
+    big = face_region((0, 0, 100, 100), mask_scale=1.5)
+    assert big.axes[0] == pytest.approx(1.5 * small.axes[0])
+
+
+def test_crop_and_paste_round_trip(astronaut):
+    img = astronaut.copy()
+    face = (177.0, 60.0, 270.0, 181.0)
+    crop = crop_face(img, face, 256)
+    assert crop.pixels.shape == (256, 256, 3) and crop.valid.all()
+    # Pasting the crop back unchanged leaves the image (nearly) as it was.
+    paste_face(img, crop, crop.pixels, np.ones((256, 256), np.float32))
+    x1, y1, x2, y2 = (int(v) for v in crop.box)
+    diff = np.abs(img.astype(int) - astronaut.astype(int))[y1 + 2 : y2 - 2, x1 + 2 : x2 - 2]
+    assert diff.mean() < 3.0  # two linear resamplings, aligned
+    # Points map there and back.
+    pts = np.array([[200.0, 100.0], [250.0, 150.0]])
+    assert crop.to_image(crop.to_crop(pts)) == pytest.approx(pts, abs=1e-3)
+
+
+def test_crop_marks_padding_outside_the_image(astronaut):
+    crop = crop_face(astronaut, (0, 0, 60, 60), 64)  # face in the corner: crop runs off
+    assert not crop.valid.all() and crop.valid.any()
+    assert crop.valid[-1, -1] and not crop.valid[0, 0]
+    assert (crop.pixels[~crop.valid] == 0).all()
