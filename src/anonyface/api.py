@@ -55,6 +55,7 @@ class Anonymizer:
         blocks: int = 8,
         color: tuple[int, int, int] = (0, 0, 0),
         blur_strength: float = 0.125,
+        precision: str = "int8",
         detector: FaceDetector | None = None,
         max_pixels: int = DEFAULT_MAX_PIXELS,
     ) -> None:
@@ -69,7 +70,7 @@ class Anonymizer:
         self.shape = shape
         self.feather = max(0.0, feather)
         self.max_pixels = max_pixels
-        self.detector = detector or FaceDetector(threshold=threshold)
+        self.detector = detector or FaceDetector(threshold=threshold, precision=precision)
 
     @property
     def method(self) -> str:
