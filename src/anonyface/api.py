@@ -81,8 +81,13 @@ class Anonymizer:
         rgb, _ = _as_rgb(image, bgr=False)
         return self.detector.detect(rgb)
 
-    def cover_faces(self, rgb: np.ndarray, faces: list[Face]) -> np.ndarray:
-        """A copy of `rgb` with each of `faces` covered."""
+    def cover_faces(self, rgb: np.ndarray, faces: list[Face], identities: list[int] | None = None) -> np.ndarray:
+        """A copy of `rgb` with each of `faces` covered.
+
+        `identities` (one int per face, e.g. a video track id) keeps a person's
+        fake face the same across calls; covering methods that paint no face
+        ignore it.
+        """
         out = rgb.copy()
         for face in faces:
             region = face_region(face.box, face.landmarks, self.mask_scale, self.shape, self.feather)

@@ -1,0 +1,33 @@
+"""`anonyface-train`: build the data set, train the generator in legs, export it.
+
+    anonyface-train dataset ../shared/data/train data/faces
+    anonyface-train train --data data/faces --run runs/cpu --minutes 60 --config cpu
+    anonyface-train export runs/cpu/checkpoint.pt src/anonyface/models/generator.onnx
+"""
+
+from __future__ import annotations
+
+import sys
+
+COMMANDS = {
+    "dataset": "anonyface.training.dataset",
+    "train": "anonyface.training.train",
+    "export": "anonyface.training.export",
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help") or argv[0] not in COMMANDS:
+        print(__doc__.strip(), file=sys.stderr if argv and argv[0] not in ("-h", "--help") else sys.stdout)
+        print(f"\ncommands: {', '.join(COMMANDS)} (each has --help)")
+        return 0 if argv and argv[0] in ("-h", "--help") else 2
+    import importlib
+
+    module = importlib.import_module(COMMANDS[argv[0]])
+    result = module.main(argv[1:])
+    return result if isinstance(result, int) else 0
+
+
+def entry() -> None:
+    sys.exit(main())
