@@ -10,9 +10,13 @@ from typing import overload
 import numpy as np
 from PIL import Image
 
-from .anonymizers import METHODS, CoverSettings, cover
+from .anonymizers import METHODS as COVER_METHODS
+from .anonymizers import CoverSettings, cover
 from .detection import DEFAULT_THRESHOLD, Face, FaceDetector
 from .geometry import face_region
+
+#: Every method: "synth" paints a new face, the others cover the face.
+METHODS = ("synth", *COVER_METHODS)
 from .media import DEFAULT_MAX_PIXELS, Picture, encode_image, format_for, read_image, to_pil, write_atomic
 
 
@@ -55,6 +59,10 @@ class Anonymizer:
         blocks: int = 8,
         color: tuple[int, int, int] = (0, 0, 0),
         blur_strength: float = 0.125,
+        seed: int | None = None,
+        synth_min_size: float = 24.0,
+        synth_min_score: float = 0.5,
+        generator: str | os.PathLike | None = None,
         precision: str = "int8",
         detector: FaceDetector | None = None,
         max_pixels: int = DEFAULT_MAX_PIXELS,
@@ -65,7 +73,18 @@ class Anonymizer:
             raise ValueError("shape must be 'ellipse' or 'box'")
         if mask_scale <= 0:
             raise ValueError("mask_scale must be positive")
-        self.settings = CoverSettings(method, blur_strength, blocks, tuple(color))
+        self.settings = CoverSettings(method if method != "synth" else "blur", blur_strength, blocks, tuple(color))
+        self._method = method
+        self.seed = seed
+        self.synth_min_size = synth_min_size
+        self.synth_min_score = synth_min_score
+        self.generator = None
+        if method == "synth":
+            from .generator import FaceGenerator
+
+            self.generator = FaceGenerator(generator)
+        self._rng = np.random.default_rng(seed)
+        self.identity_base = int(seed) if seed is not None else int(np.random.default_rng().integers(2**31))
         self.mask_scale = mask_scale
         self.shape = shape
         self.feather = max(0.0, feather)
@@ -74,7 +93,11 @@ class Anonymizer:
 
     @property
     def method(self) -> str:
-        return self.settings.method
+        return self._method
+
+    def reroll(self) -> None:
+        """New fake identities for every person from now on (live video: a key press)."""
+        self.identity_base = int(np.random.default_rng().integers(2**31))
 
     def detect(self, image: np.ndarray | Image.Image) -> list[Face]:
         """Faces in an RGB image (numpy or PIL)."""
@@ -89,9 +112,62 @@ class Anonymizer:
         ignore it.
         """
         out = rgb.copy()
-        for face in faces:
-            region = face_region(face.box, face.landmarks, self.mask_scale, self.shape, self.feather)
-            cover(out, region, self.settings)
+        if self.generator is None:
+            for face in faces:
+                self._cover(out, face, self.settings)
+            return out
+        return self._synthesize(out, faces, identities)
+
+    def _cover(self, image: np.ndarray, face: Face, settings: CoverSettings) -> None:
+        region = face_region(face.box, face.landmarks, self.mask_scale, self.shape, self.feather)
+        cover(image, region, settings)
+
+    def _latents(self, n: int, identities: list[int] | None) -> np.ndarray:
+        zdim = self.generator.zdim
+        if identities is None:
+            return self._rng.standard_normal((n, zdim)).astype(np.float32)
+        return np.stack(
+            [np.random.default_rng((self.identity_base, int(k))).standard_normal(zdim) for k in identities]
+        ).astype(np.float32)
+
+    def _synthesize(self, out: np.ndarray, faces: list[Face], identities: list[int] | None) -> np.ndarray:
+        """Paint a new face over each face; fall back to covering where synthesis
+        would be poor or unsure: pixelate faces too small to paint, blur
+        uncertain detections and any face whose synthesis fails."""
+        from .generator import overlap_free_batches
+
+        gen = self.generator
+        pixelate = CoverSettings("pixelate", self.settings.blur_strength, self.settings.blocks, self.settings.color)
+        blur = CoverSettings("blur", self.settings.blur_strength, self.settings.blocks, self.settings.color)
+        todo = []
+        for i, f in enumerate(faces):
+            if min(f.width, f.height) < self.synth_min_size:
+                self._cover(out, f, pixelate)
+            elif f.score < self.synth_min_score:
+                self._cover(out, f, blur)
+            else:
+                todo.append(i)
+        if not todo:
+            return out
+        ids = [identities[i] for i in todo] if identities is not None else None
+        z_all = self._latents(len(todo), ids)
+        claimed = np.zeros(out.shape[:2], bool)
+        subset = [faces[i] for i in todo]
+        for batch in overlap_free_batches(subset):
+            try:
+                prepared = [gen.prepare(out, subset[k]) for k in batch]
+                crops = gen.generate(prepared, z_all[batch])
+            except Exception:  # fail closed: a face we cannot paint is blurred, never left
+                for k in batch:
+                    self._cover(out, subset[k], blur)
+                continue
+            for k, p, c in zip(batch, prepared, crops):
+                gen.paste(out, p, c, claimed)
+                ex = p.crop.to_image(np.array([[p.erase[0], p.erase[1]], [p.erase[2], p.erase[3]]], np.float32))
+                h, w = claimed.shape
+                x1, y1 = max(0, int(ex[0, 0])), max(0, int(ex[0, 1]))
+                x2, y2 = min(w, int(np.ceil(ex[1, 0]))), min(h, int(np.ceil(ex[1, 1])))
+                claimed[y1:y2, x1:x2] = True
         return out
 
     @overload

@@ -12,7 +12,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import __version__
-from .anonymizers import METHODS
+from .anonymizers import METHODS as COVER_METHODS
+from .generator import default_model_path as generator_path
+
+METHODS = ("synth", *COVER_METHODS)
+#: Paint new faces when the generator's weights are installed; blur otherwise.
+DEFAULT_METHOD = "synth" if generator_path().exists() else "blur"
 from .detection import DEFAULT_THRESHOLD
 from .media import DEFAULT_MAX_PIXELS, FORMATS, IMAGE_EXTENSIONS, ImageError, encode_image, read_image, write_atomic
 
@@ -60,7 +65,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="photo files, folders (recursive) or glob patterns; - for standard input")
     p.add_argument("-o", "--output", metavar="OUT", help="output file (one input) or folder; - for standard output")
     g = p.add_argument_group("how faces are covered")
-    g.add_argument("-m", "--method", choices=METHODS, default="blur", help="covering method (default: %(default)s)")
+    g.add_argument("-m", "--method", choices=METHODS, default=DEFAULT_METHOD, help="synth paints a realistic face of nobody (faces under 24 px are pixelated, uncertain ones blurred); blur, pixelate and solid cover the face (default: %(default)s)")
+    g.add_argument("--seed", type=int, metavar="N", help="synth: make the new faces reproducible")
     g.add_argument("--mask-scale", type=float, default=1.3, metavar="S", help="size of the covered area relative to the detected face box; 1.3 covers forehead to chin (default: %(default)s)")
     g.add_argument("--shape", choices=("ellipse", "box"), default="ellipse", help="shape of the covered area (default: %(default)s)")
     g.add_argument("--feather", type=float, default=0.1, metavar="F", help="soft edge outside the covered area, as a fraction of its size; 0 for a hard edge (default: %(default)s)")
@@ -195,10 +201,10 @@ def main(argv: list[str] | None = None) -> int:
         anon = Anonymizer(
             method=args.method, threshold=args.threshold, mask_scale=args.mask_scale, shape=args.shape,
             feather=args.feather, blocks=args.blocks, color=color, blur_strength=args.blur_strength,
-            max_pixels=args.max_pixels, precision=args.precision,
+            max_pixels=args.max_pixels, precision=args.precision, seed=args.seed,
         )
     except Exception as e:  # the model itself could not load: nothing can be done
-        print(f"anonyface: error: cannot load the face detector: {e}", file=sys.stderr)
+        print(f"anonyface: error: cannot load the models: {e}", file=sys.stderr)
         return 1
 
     results: list[FileResult] = [FileResult(src, None, error=msg) for src, msg in errors]

@@ -1,0 +1,183 @@
+"""The face generator at inference: crop → erase → generate → paste back.
+
+Runs the exported generator (ONNX, see training/export.py for its interface)
+with onnxruntime. The crops use the same geometry as the data set builder
+(`crop_face` with CROP_GROW, `erase_box`), so the generator sees at inference
+exactly the framing it was trained on. Only the erased area is pasted back,
+feathered *inside* the erased area and colour-matched to its surroundings, so
+the face box itself is always fully replaced.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+
+from .detection import Face
+from .geometry import CROP_GROW, Crop, crop_face, erase_box, expand_box, paste_face
+
+MODEL_FILE = "generator.onnx"
+
+
+def default_model_path() -> Path:
+    return Path(str(resources.files("anonyface") / "models" / MODEL_FILE))
+
+
+class GeneratorUnavailable(RuntimeError):
+    """No generator weights are installed (or they cannot be loaded)."""
+
+
+@dataclass
+class Prepared:
+    """One face made ready for the generator."""
+
+    crop: Crop
+    erase: tuple[int, int, int, int]  # erased area, crop pixels
+    inner: tuple[int, int, int, int]  # the face box itself, crop pixels (always fully replaced)
+    landmarks: np.ndarray  # crop coordinates normalised to [0, 1]
+
+
+class FaceGenerator:
+    """Paints new faces for a batch of detected faces of one image."""
+
+    def __init__(self, model: str | os.PathLike | None = None, threads: int | None = None) -> None:
+        import onnxruntime as ort
+
+        path = Path(model or default_model_path())
+        if not path.exists():
+            raise GeneratorUnavailable(
+                f"no generator weights at {path}; use a covering method (blur, pixelate, solid)"
+            )
+        opts = ort.SessionOptions()
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        opts.log_severity_level = 3
+        if threads:
+            opts.intra_op_num_threads = threads
+        try:
+            self.session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+        except Exception as e:  # a damaged file must not crash a batch later
+            raise GeneratorUnavailable(f"cannot load generator {path}: {e}") from None
+        meta = self.session.get_modelmeta().custom_metadata_map
+        self.size = int(meta.get("size", self.session.get_inputs()[0].shape[-1]))
+        self.zdim = int(meta.get("zdim", self.session.get_inputs()[4].shape[-1]))
+        self.path = path
+
+    def prepare(self, image: np.ndarray, face: Face) -> Prepared:
+        crop = crop_face(image, face.box, self.size, CROP_GROW)
+        ex = erase_box(crop, face.box)
+        b = crop.to_crop(np.array([[face.box[0], face.box[1]], [face.box[2], face.box[3]]]))
+        inner = (int(np.floor(b[0, 0])), int(np.floor(b[0, 1])), int(np.ceil(b[1, 0])), int(np.ceil(b[1, 1])))
+        lm = crop.to_crop(face.landmarks) / self.size
+        return Prepared(crop, ex, inner, lm.astype(np.float32))
+
+    def generate(self, prepared: list[Prepared], z: np.ndarray) -> np.ndarray:
+        """uint8 RGB crops (N, S, S, 3) for the prepared faces, with latents z (N, zdim)."""
+        n, s = len(prepared), self.size
+        image = np.empty((n, 3, s, s), np.float32)
+        erase = np.zeros((n, 1, s, s), np.float32)
+        pad = np.empty((n, 1, s, s), np.float32)
+        for i, p in enumerate(prepared):
+            image[i] = p.crop.pixels.transpose(2, 0, 1) / 127.5 - 1.0
+            x1, y1, x2, y2 = p.erase
+            erase[i, 0, y1:y2, x1:x2] = 1.0
+            pad[i, 0] = ~p.crop.valid
+        # The privacy guarantee, enforced here as well as inside the model:
+        # the erased pixels never reach the generator.
+        image *= 1.0 - erase
+        landmarks = np.stack([p.landmarks for p in prepared]).astype(np.float32)
+        out = self.session.run(
+            None, {"image": image, "erase": erase, "pad": pad, "landmarks": landmarks, "z": z.astype(np.float32)}
+        )[0]
+        if not np.all(np.isfinite(out)):
+            raise FloatingPointError("generator produced non-finite values")
+        return np.clip((out.transpose(0, 2, 3, 1) + 1.0) * 127.5 + 0.5, 0, 255).astype(np.uint8)
+
+    def paste(self, image: np.ndarray, p: Prepared, generated: np.ndarray, claimed: np.ndarray | None = None) -> None:
+        """Blend a generated crop into `image` inside its erased area, in place.
+
+        Pixels in `claimed` (bool, image-sized: already repainted faces) are
+        left alone, so a later face never overwrites an earlier one.
+        """
+        alpha = paste_alpha(self.size, p.erase, p.inner)
+        patch = match_colour(generated, p.crop.pixels, p.erase, p.inner)
+        if claimed is not None:
+            alpha = alpha * (1.0 - _claimed_in_crop(claimed, p.crop))
+        paste_face(image, p.crop, patch, alpha)
+
+
+def paste_alpha(size: int, erase: tuple[int, int, int, int], inner: tuple[int, int, int, int]) -> np.ndarray:
+    """1 over the face box, ramping to 0 at the edge of the erased area (crop pixels)."""
+    x1, y1, x2, y2 = erase
+    ix1, iy1, ix2, iy2 = inner
+    xs = np.arange(size, dtype=np.float32) + 0.5
+    ys = xs[:, None]
+
+    def ramp(v, lo, hi, ilo, ihi):
+        a = np.ones_like(v)
+        a = np.where(v < ilo, np.clip((v - lo) / max(ilo - lo, 1), 0, 1), a)
+        a = np.where(v > ihi, np.clip((hi - v) / max(hi - ihi, 1), 0, 1), a)
+        return np.where((v < lo) | (v > hi), 0.0, a)
+
+    a = ramp(xs[None, :], x1, x2, ix1, ix2) * ramp(ys, y1, y2, iy1, iy2)
+    return a.astype(np.float32)
+
+
+def match_colour(gen: np.ndarray, src: np.ndarray, erase, inner, band: int = 3) -> np.ndarray:
+    """Shift the generated crop's colour so its erased area meets the surroundings without a step.
+
+    The offset is the mean difference, over a thin band just outside the erased
+    area, between the original crop and the generated one (both are context
+    there, so any difference is the generator's colour error); it is applied
+    in full at the edge and fades out towards the face centre.
+    """
+    s = gen.shape[0]
+    x1, y1, x2, y2 = erase
+    outer = np.zeros((s, s), bool)
+    outer[max(0, y1 - band) : min(s, y2 + band), max(0, x1 - band) : min(s, x2 + band)] = True
+    outer[y1:y2, x1:x2] = False
+    if outer.sum() < 8:
+        return gen
+    diff = (src[outer].astype(np.float32) - gen[outer].astype(np.float32)).mean(axis=0)
+    out = gen.astype(np.float32) + diff
+    return np.clip(out + 0.5, 0, 255).astype(np.uint8)
+
+
+def _claimed_in_crop(claimed: np.ndarray, crop: Crop) -> np.ndarray:
+    import cv2
+
+    s = crop.scale
+    m = np.array([[s, 0, -crop.box[0] * s + 0.5 * s - 0.5], [0, s, -crop.box[1] * s + 0.5 * s - 0.5]], np.float32)
+    out = cv2.warpAffine(claimed.astype(np.float32), m, (crop.size, crop.size), flags=cv2.INTER_LINEAR, borderValue=0)
+    return np.clip(out, 0, 1)
+
+
+def overlap_free_batches(faces: list[Face]) -> list[list[int]]:
+    """Split faces into batches in which no face's crop contains another's face box.
+
+    Faces in one batch are generated together; a face whose crop would show a
+    neighbour waits for a later batch, by which time that neighbour is already
+    a new face. Largest faces first.
+    """
+    order = sorted(range(len(faces)), key=lambda i: -faces[i].width * faces[i].height)
+    batches: list[list[int]] = []
+    for i in order:
+        ci = expand_box(faces[i].box, CROP_GROW, square=True)
+        placed = False
+        for batch in batches:
+            if all(not _overlaps(ci, faces[j].box) and not _overlaps(expand_box(faces[j].box, CROP_GROW, square=True), faces[i].box) for j in batch):
+                # A batch may only run after every earlier batch it depends on:
+                # put i in the first batch where it conflicts with no member.
+                batch.append(i)
+                placed = True
+                break
+        if not placed:
+            batches.append([i])
+    return batches
+
+
+def _overlaps(a, b) -> bool:
+    return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
