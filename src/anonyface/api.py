@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import overload
 
@@ -73,16 +73,13 @@ class Anonymizer:
             raise ValueError("shape must be 'ellipse' or 'box'")
         if mask_scale <= 0:
             raise ValueError("mask_scale must be positive")
-        self.settings = CoverSettings(method if method != "synth" else "blur", blur_strength, blocks, tuple(color))
-        self._method = method
+        self.settings = CoverSettings("blur", blur_strength, blocks, tuple(color))
         self.seed = seed
         self.synth_min_size = synth_min_size
         self.synth_min_score = synth_min_score
         self.generator = None
-        if method == "synth":
-            from .generator import FaceGenerator
-
-            self.generator = FaceGenerator(generator)
+        self._generator_model = generator
+        self.set_method(method)
         self._rng = np.random.default_rng(seed)
         self.identity_base = int(seed) if seed is not None else int(np.random.default_rng().integers(2**31))
         self.mask_scale = mask_scale
@@ -94,6 +91,19 @@ class Anonymizer:
     @property
     def method(self) -> str:
         return self._method
+
+    def set_method(self, method: str) -> None:
+        """Switch method on a loaded Anonymizer (live video); the generator is
+        loaded the first time "synth" is chosen and kept."""
+        if method not in METHODS:
+            raise ValueError(f"unknown method {method!r}; choose from {', '.join(METHODS)}")
+        if method == "synth" and self.generator is None:
+            from .generator import FaceGenerator
+
+            self.generator = FaceGenerator(self._generator_model)
+        if method != "synth":
+            self.settings = replace(self.settings, method=method)
+        self._method = method
 
     def reroll(self) -> None:
         """New fake identities for every person from now on (live video: a key press)."""
@@ -112,7 +122,7 @@ class Anonymizer:
         ignore it.
         """
         out = rgb.copy()
-        if self.generator is None:
+        if self._method != "synth":
             for face in faces:
                 self._cover(out, face, self.settings)
             return out

@@ -20,6 +20,7 @@ METHODS = ("synth", *COVER_METHODS)
 DEFAULT_METHOD = "synth" if generator_path().exists() else "blur"
 from .detection import DEFAULT_THRESHOLD
 from .media import DEFAULT_MAX_PIXELS, FORMATS, IMAGE_EXTENSIONS, ImageError, encode_image, read_image, write_atomic
+from .video import VIDEO_EXTENSIONS
 
 SUFFIX = "_anonymized"
 
@@ -84,9 +85,42 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--skip-existing", action="store_true", help="leave outputs that already exist alone (resume a batch)")
     g.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS, metavar="N", help="refuse larger images (default: %(default)s)")
     g.add_argument("--json", metavar="FILE", help="write every detection (file, box, landmarks, score) as JSON; - for standard output")
+    _add_video_arguments(p)
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar or summary")
     p.add_argument("--version", action="version", version=f"anonyface {__version__}")
     return p
+
+
+def _add_video_arguments(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group(
+        "video (.mp4 .mov .mkv .webm .avi .m4v; see docs/video.md)",
+        "Audio is copied untouched, timestamps (variable frame rate, start offsets) are kept, "
+        "rotation is applied and the output written upright. `anonyface live --help` for webcams.",
+    )
+    g.add_argument("--codec", metavar="NAME", help="video encoder (default: libx264; libvpx-vp9 for .webm, mpeg4 for .avi)")
+    g.add_argument("--crf", type=int, metavar="N", help="quality, lower is better (default: 20 for libx264, 32 for VP9, 24 for libx265)")
+    g.add_argument("--preset", metavar="NAME", help="x264/x265 speed preset (default: medium)")
+    g.add_argument("--start", type=float, metavar="SEC", help="process from this time on (seconds)")
+    g.add_argument("--end", type=float, metavar="SEC", help="stop at this time (seconds)")
+    g.add_argument("--keep-audio", dest="keep_audio", action="store_true", default=True, help="copy the audio streams untouched (default)")
+    g.add_argument("--no-audio", dest="keep_audio", action="store_false", help="drop the audio")
+    g.add_argument("--detect-every", type=int, default=2, metavar="N", help="run the detector on every N-th frame, track in between (default: %(default)s)")
+    g.add_argument("--detect-size", type=int, metavar="PX", help="long side of the fast detection pass (default: a third of the frame's, at least 320)")
+    g.add_argument("--fine-every", type=int, default=3, metavar="K", help="every K-th detection pass looks at the full resolution (multi-scale, tiled) for small faces; 1 always, 0 never (default: %(default)s)")
+    g.add_argument("--hold", type=int, default=5, metavar="K", help="keep covering a tracked face for K detection passes after the detector loses it (default: %(default)s)")
+    g.add_argument("--lookback", type=int, default=8, metavar="F", help="also cover a face in the F frames before it was first detected (default: %(default)s)")
+    g.add_argument("--no-smooth", dest="smooth", action="store_false", help="no temporal smoothing of the face boxes")
+
+
+def _video_options(args):
+    from .video import VideoOptions
+
+    return VideoOptions(
+        codec=args.codec, crf=args.crf, preset=args.preset, start=args.start, end=args.end,
+        keep_audio=args.keep_audio, keep_metadata=args.keep_metadata, detect_every=args.detect_every,
+        detect_size=args.detect_size, fine_every=args.fine_every, lookback=args.lookback,
+        max_missed=args.hold, smooth=args.smooth, progress=not args.quiet,
+    )
 
 
 def _parse_color(text: str) -> tuple[int, int, int]:
@@ -108,7 +142,7 @@ def _output_name(src: Path, fmt_ext: str | None) -> str:
 def plan_jobs(inputs: list[str], output: str | None, fmt: str | None, in_place: bool) -> tuple[list[Job], list[tuple[str, str]]]:
     """Turn the command line's inputs into (source, output) jobs, and errors for inputs that
     name nothing."""
-    ext = f".{fmt}" if fmt else None
+    ext = fmt_ext = f".{fmt}" if fmt else None
     jobs: list[Job] = []
     errors: list[tuple[str, str]] = []
     out_dir = Path(output) if output and output != "-" else None
@@ -125,6 +159,7 @@ def plan_jobs(inputs: list[str], output: str | None, fmt: str | None, in_place: 
     out_resolved = out_dir.resolve() if out_dir else None
 
     def add_file(src: Path, rel: Path | None, root_default: Path | None) -> None:
+        ext = None if src.suffix.lower() in VIDEO_EXTENSIONS else fmt_ext  # --format is for photos
         if in_place:
             dst = src if not ext else src.with_suffix(ext)
         elif single_file_out:
@@ -153,7 +188,7 @@ def plan_jobs(inputs: list[str], output: str | None, fmt: str | None, in_place: 
             if path.is_dir():
                 root_default = None if out_dir or in_place else path.with_name(path.name + SUFFIX)
                 for f in sorted(path.rglob("*")):
-                    if not f.is_file() or f.suffix.lower() not in IMAGE_EXTENSIONS:
+                    if not f.is_file() or f.suffix.lower() not in IMAGE_EXTENSIONS | VIDEO_EXTENSIONS:
                         continue
                     if any(part.startswith(".") for part in f.relative_to(path).parts):
                         continue
@@ -176,6 +211,11 @@ def plan_jobs(inputs: list[str], output: str | None, fmt: str | None, in_place: 
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv and argv[0] == "live":  # `anonyface live [SOURCE] ...`: its own parser
+        from .live import main as live_main
+
+        return live_main(argv[1:])
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
@@ -188,6 +228,10 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--mask-scale and --blur-strength must be positive, --blocks at least 1")
     if not 1 <= args.quality <= 100:
         parser.error("--quality must be between 1 and 100")
+    try:
+        _video_options(args)
+    except ValueError as e:
+        parser.error(str(e))
 
     jobs, errors = plan_jobs(args.inputs, args.output, args.format, args.in_place)
     if args.output == "-" and len(jobs) > 1:
@@ -283,6 +327,10 @@ def _run_job(anon, job: Job, args) -> "FileResult":
             return FileResult(label, str(job.output) if job.output else "<stdout>", faces, picture.size)
         if args.skip_existing and job.output is not None and job.output.exists() and job.output != job.source:
             return FileResult(label, None)
+        if job.source.suffix.lower() in VIDEO_EXTENSIONS:
+            from .video import anonymize_video_file
+
+            return anonymize_video_file(anon, job.source, job.output, _video_options(args), args.in_place)
         return anon.process_file(job.source, job.output, args.keep_metadata, args.in_place, args.quality)
     except ImageError as e:
         return FileResult(label, None, error=str(e))

@@ -1,0 +1,415 @@
+"""Following faces through a video: tracks, smoothing, and fail-closed holding.
+
+A `FaceTracker` gets the detector's faces on detection frames (and nothing on
+the frames in between) and returns, for every frame, the faces to cover, each
+with a track id that stays with the person for the whole video (the
+generator keys its fake identity on it).
+
+* Matching: greedy on IoU, with a centre-distance fallback for small or fast
+  faces (a face that moved by more than its own overlap).
+* Smoothing: a One Euro filter (Casiez et al., CHI 2012) on box and landmarks,
+  scaled by the face's size, so a still face does not jitter and a moving
+  one does not lag. The covered box never lags the raw detection by more
+  than `lag_tolerance` of the face's size: if it would, it is grown to take
+  the detection in.
+* Fail closed: a track the detector misses is held (moved on with its
+  velocity, grown by `miss_grow` per missed frame) for `max_missed`
+  detection passes before it is dropped. `Lookback` additionally covers a
+  face in the few frames *before* it was first detected.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable, Sequence
+
+import numpy as np
+
+from .detection import Face
+from .geometry import Box, box_iou, expand_box
+
+
+class OneEuroFilter:
+    """One Euro filter over a vector, with timestamps (so variable frame rates work).
+
+    Cutoff frequency = `min_cutoff` + `beta` × speed, speed in units of
+    `scale` per second (pass the face size, and `beta` is in face-sizes/s).
+    """
+
+    def __init__(self, min_cutoff: float = 1.0, beta: float = 1.5, d_cutoff: float = 1.0) -> None:
+        self.min_cutoff, self.beta, self.d_cutoff = min_cutoff, beta, d_cutoff
+        self.x: np.ndarray | None = None
+        self.dx: np.ndarray | None = None
+        self.t: float | None = None
+
+    @staticmethod
+    def _alpha(cutoff: np.ndarray | float, dt: float) -> np.ndarray | float:
+        tau = 1.0 / (2 * math.pi * cutoff)
+        return 1.0 / (1.0 + tau / dt)
+
+    def reset(self, x: np.ndarray, t: float) -> np.ndarray:
+        self.x = np.asarray(x, np.float64).copy()
+        self.dx = np.zeros_like(self.x)
+        self.t = t
+        return self.x.copy()
+
+    def __call__(self, x: np.ndarray, t: float, scale: float = 1.0) -> np.ndarray:
+        x = np.asarray(x, np.float64)
+        if self.x is None or self.t is None:
+            return self.reset(x, t)
+        dt = t - self.t
+        if dt <= 0:
+            dt = 1e-3
+        dx = (x - self.x) / dt
+        a_d = self._alpha(self.d_cutoff, dt)
+        self.dx = a_d * dx + (1 - a_d) * self.dx
+        cutoff = self.min_cutoff + self.beta * np.abs(self.dx) / max(scale, 1e-6)
+        a = self._alpha(cutoff, dt)
+        self.x = a * x + (1 - a) * self.x
+        self.t = t
+        return self.x.copy()
+
+
+def _pack(face: Face) -> np.ndarray:
+    return np.concatenate([np.asarray(face.box, np.float64), np.asarray(face.landmarks, np.float64).reshape(-1)])
+
+
+def _unpack(v: np.ndarray, score: float) -> Face:
+    return Face(tuple(float(x) for x in v[:4]), v[4:14].reshape(5, 2).astype(np.float32), float(score))
+
+
+def _size(box: Sequence[float]) -> float:
+    return max(1.0, float(max(box[2] - box[0], box[3] - box[1])))
+
+
+def _shift(face: Face, dx: float, dy: float, grow: float = 1.0) -> Face:
+    b = face.box
+    b = (b[0] + dx, b[1] + dy, b[2] + dx, b[3] + dy)
+    if grow != 1.0:
+        b = expand_box(b, grow)
+    lm = np.asarray(face.landmarks, np.float32) + np.array([dx, dy], np.float32)
+    return Face(b, lm, face.score)
+
+
+@dataclass
+class Track:
+    id: int
+    filter: OneEuroFilter
+    face: Face  # the smoothed face at the last update
+    raw: Face  # the last detection
+    t: float
+    velocity: np.ndarray = field(default_factory=lambda: np.zeros(2))  # px/s of the box centre
+    hits: int = 1
+    missed: int = 0  # detection passes in a row without a match
+    last_seen: float = 0.0
+
+
+@dataclass
+class TrackedFace:
+    """A face to cover in one frame: which track, where, and whether it was detected
+    in this very frame (False: predicted or held)."""
+
+    track_id: int
+    face: Face
+    detected: bool
+
+
+class FaceTracker:
+    """Track ids, smoothing and fail-closed holding for a stream of detections.
+
+    Call `update(t, faces)` on every frame, in order; `faces` is the
+    detector's list on a detection frame and None on a frame that was not
+    run through the detector. `t` is the frame's time in seconds.
+
+    `min_size`, on a detection pass that could not see faces smaller than
+    that (e.g. a reduced-size pass), keeps smaller tracks from being counted
+    as missed.
+    """
+
+    def __init__(
+        self,
+        iou_threshold: float = 0.2,
+        max_distance: float = 1.0,
+        max_missed: int = 5,
+        miss_grow: float = 0.06,
+        min_cutoff: float = 1.0,
+        beta: float = 1.5,
+        lag_tolerance: float = 0.08,
+        smooth: bool = True,
+        between_grow: float = 0.15,
+    ) -> None:
+        self.between_grow = between_grow
+        self.iou_threshold = iou_threshold
+        self.max_distance = max_distance
+        self.max_missed = max_missed
+        self.miss_grow = miss_grow
+        self.min_cutoff, self.beta = min_cutoff, beta
+        self.lag_tolerance = lag_tolerance
+        self.smooth = smooth
+        self.tracks: list[Track] = []
+        self.next_id = 0
+        self.new_ids: list[int] = []  # tracks born on the last update
+
+    def reset(self) -> None:
+        self.tracks.clear()
+        self.new_ids = []
+
+    # -- matching -------------------------------------------------------------
+    def _match(self, boxes: list[Box], faces: list[Face]) -> list[tuple[int, int]]:
+        """Greedy assignment (best pairs first) of predicted track boxes to detections."""
+        pairs = []
+        for i, tb in enumerate(boxes):
+            tc = ((tb[0] + tb[2]) / 2, (tb[1] + tb[3]) / 2)
+            ts = _size(tb)
+            for j, f in enumerate(faces):
+                iou = box_iou(tb, f.box)
+                fc = ((f.box[0] + f.box[2]) / 2, (f.box[1] + f.box[3]) / 2)
+                dist = math.hypot(fc[0] - tc[0], fc[1] - tc[1]) / max(ts, _size(f.box))
+                ratio = _size(f.box) / ts
+                if iou >= self.iou_threshold or (dist <= self.max_distance and 0.5 <= ratio <= 2.0):
+                    # Cost: overlap first, distance to break ties and for non-overlapping moves.
+                    pairs.append((-(iou) + 0.5 * dist, i, j))
+        pairs.sort()
+        used_t, used_f, out = set(), set(), []
+        for _, i, j in pairs:
+            if i in used_t or j in used_f:
+                continue
+            used_t.add(i)
+            used_f.add(j)
+            out.append((i, j))
+        return out
+
+    def _predict(self, tr: Track, t: float) -> Face:
+        dt = max(0.0, t - tr.t)
+        dx, dy = tr.velocity * dt
+        return _shift(tr.face, float(dx), float(dy))
+
+    # -- one frame --------------------------------------------------------------
+    def update(self, t: float, faces: list[Face] | None, min_size: float = 0.0) -> list[TrackedFace]:
+        self.new_ids = []
+        if faces is None:
+            return self._between(t)
+        predicted = [self._predict(tr, t) for tr in self.tracks]
+        matches = self._match([p.box for p in predicted], faces)
+        matched_t = {i for i, _ in matches}
+        matched_f = {j for _, j in matches}
+        out: list[TrackedFace] = []
+        for i, j in matches:
+            tr = self.tracks[i]
+            out.append(TrackedFace(tr.id, self._correct(tr, faces[j], t), True))
+        keep: list[Track] = []
+        for i, tr in enumerate(self.tracks):
+            if i in matched_t:
+                keep.append(tr)
+                continue
+            if _size(predicted[i].box) >= min_size:
+                tr.missed += 1
+            if tr.missed > self.max_missed:
+                continue  # gone
+            keep.append(tr)
+            out.append(TrackedFace(tr.id, self._held(tr, predicted[i]), False))
+        matched_boxes = [self.tracks[i].face.box for i, _ in matches]
+        for j, f in enumerate(faces):
+            if j in matched_f:
+                continue
+            if any(_duplicate(f.box, mb) for mb in matched_boxes):
+                continue  # the same face seen twice (a second box on a tracked face): already covered
+            tr = Track(self.next_id, OneEuroFilter(self.min_cutoff, self.beta), f, f, t, last_seen=t)
+            tr.filter.reset(_pack(f), t)
+            self.next_id += 1
+            keep.append(tr)
+            self.new_ids.append(tr.id)
+            out.append(TrackedFace(tr.id, f, True))
+        self.tracks = keep
+        out.sort(key=lambda tf: tf.track_id)
+        return out
+
+    def _between(self, t: float) -> list[TrackedFace]:
+        """A frame the detector did not look at: every live track is predicted."""
+        out = []
+        for tr in self.tracks:
+            p = self._predict(tr, t)
+            if tr.missed:
+                p = self._held(tr, p)
+            else:
+                # Uncertainty of the prediction grows with speed and time since the
+                # last detection: grow the box by it (at most `between_grow`).
+                speed = float(np.hypot(*tr.velocity)) / _size(tr.face.box)
+                grow = 1.0 + min(self.between_grow, 0.5 * speed * max(0.0, t - tr.t))
+                if grow > 1.0:
+                    p = _shift(p, 0.0, 0.0, grow)
+            out.append(TrackedFace(tr.id, p, False))
+        return out
+
+    def _held(self, tr: Track, predicted: Face) -> Face:
+        grow = 1.0 + self.miss_grow * max(1, tr.missed)
+        return _shift(predicted, 0.0, 0.0, grow)
+
+    def _correct(self, tr: Track, face: Face, t: float) -> Face:
+        size = _size(face.box)
+        old_c = np.array([(tr.face.box[0] + tr.face.box[2]) / 2, (tr.face.box[1] + tr.face.box[3]) / 2])
+        if self.smooth:
+            v = tr.filter(_pack(face), t, scale=size)
+            smoothed = _unpack(v, face.score)
+        else:
+            smoothed = face
+        # Never lag the detection by more than lag_tolerance of the face size.
+        box = _cover_box(smoothed.box, face.box, self.lag_tolerance)
+        if box != smoothed.box:
+            smoothed = Face(box, smoothed.landmarks, smoothed.score)
+        dt = t - tr.t
+        new_c = np.array([(box[0] + box[2]) / 2, (box[1] + box[3]) / 2])
+        if dt > 0:
+            v = (new_c - old_c) / dt
+            tr.velocity = 0.5 * v + 0.5 * tr.velocity if tr.hits > 1 else v
+        tr.face, tr.raw, tr.t = smoothed, face, t
+        tr.hits += 1
+        tr.missed = 0
+        tr.last_seen = t
+        return smoothed
+
+
+def _duplicate(box: Box, tracked: Box) -> bool:
+    """`box` is a second detection of the face tracked at `tracked`: they overlap and
+    its centre lies inside `tracked` grown by the mask margin."""
+    cx, cy = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
+    g = expand_box(tracked, 1.3)
+    return box_iou(box, tracked) >= 0.3 and g[0] <= cx <= g[2] and g[1] <= cy <= g[3]
+
+
+def _cover_box(smoothed: Box, raw: Box, tolerance: float) -> Box:
+    """`smoothed`, grown where needed so that `raw` shrunk by `tolerance` of its size lies inside."""
+    w, h = raw[2] - raw[0], raw[3] - raw[1]
+    inner = (raw[0] + tolerance * w, raw[1] + tolerance * h, raw[2] - tolerance * w, raw[3] - tolerance * h)
+    return (
+        min(smoothed[0], inner[0]),
+        min(smoothed[1], inner[1]),
+        max(smoothed[2], inner[2]),
+        max(smoothed[3], inner[3]),
+    )
+
+
+class Lookback:
+    """A delay line of `depth` frames that also covers a face in the frames *before*
+    it was first detected (the detector often finds a face a few frames late:
+    it turns, comes out of blur, or enters the frame).
+
+    `push(item, tracked, new_ids)` takes a frame's payload and its tracked faces
+    and returns the payloads that leave the line, each with its final list of
+    faces; `flush()` empties it at the end.
+    """
+
+    def __init__(self, depth: int = 4, grow: float = 1.1) -> None:
+        self.depth = max(0, depth)
+        self.grow = grow
+        self.line: deque[tuple[Any, list[TrackedFace]]] = deque()
+
+    def push(self, item: Any, tracked: list[TrackedFace], new_ids: Iterable[int] = ()) -> list[tuple[Any, list[TrackedFace]]]:
+        new = {tid for tid in new_ids}
+        if new and self.line:
+            for tf in tracked:
+                if tf.track_id in new:
+                    held = _shift(tf.face, 0.0, 0.0, self.grow)
+                    for _, faces in self.line:
+                        faces.append(TrackedFace(tf.track_id, held, False))
+        self.line.append((item, list(tracked)))
+        out = []
+        while len(self.line) > self.depth:
+            out.append(self.line.popleft())
+        return out
+
+    def flush(self) -> list[tuple[Any, list[TrackedFace]]]:
+        out = list(self.line)
+        self.line.clear()
+        return out
+
+
+# -- measurements used by benchmarks/bench_video.py and the evaluation harness --
+
+
+def _region_mask(shape: tuple[int, int], boxes: Iterable[Sequence[float]]) -> np.ndarray:
+    h, w = shape
+    m = np.zeros((h, w), bool)
+    for b in boxes:
+        x1, y1 = max(0, int(b[0])), max(0, int(b[1]))
+        x2, y2 = min(w, int(math.ceil(b[2]))), min(h, int(math.ceil(b[3])))
+        if x2 > x1 and y2 > y1:
+            m[y1:y2, x1:x2] = True
+    return m
+
+
+class FlickerMeter:
+    """Frame-to-frame change inside face regions of the output, relative to the
+    original's: 1.0 means the anonymized faces change exactly as much as the
+    real ones did, > 1 means the cover adds flicker.
+
+    Feed it frame pairs in order: `add(original, output, boxes)` with the face
+    boxes of that frame (ground truth, or the tracked boxes); boxes are
+    grown by `grow` to take the whole covered area. Streaming: holds only the
+    previous pair.
+    """
+
+    def __init__(self, grow: float = 1.3) -> None:
+        self.grow = grow
+        self.prev: tuple[np.ndarray, np.ndarray] | None = None
+        self.sum_out = 0.0
+        self.sum_in = 0.0
+        self.pairs = 0
+
+    def add(self, original: np.ndarray, output: np.ndarray, boxes: Iterable[Sequence[float]]) -> None:
+        boxes = [expand_box(tuple(b), self.grow) for b in boxes]
+        cur = (original.astype(np.int16), output.astype(np.int16))
+        if self.prev is not None and boxes:
+            m = _region_mask(original.shape[:2], boxes)
+            if m.any():
+                self.sum_in += float(np.abs(cur[0] - self.prev[0])[m].mean())
+                self.sum_out += float(np.abs(cur[1] - self.prev[1])[m].mean())
+                self.pairs += 1
+        self.prev = cur
+
+    def result(self) -> dict:
+        return {
+            "pairs": self.pairs,
+            "input_change": self.sum_in / max(1, self.pairs),
+            "output_change": self.sum_out / max(1, self.pairs),
+            "flicker_ratio": (self.sum_out / self.sum_in) if self.sum_in > 0 else float("nan"),
+        }
+
+
+def identity_stability(
+    crops_by_track: dict[int, list[np.ndarray]],
+    embed: Callable[[np.ndarray], np.ndarray],
+    same_threshold: float = 0.6,
+) -> dict:
+    """How stable each track's (fake) identity is through a video.
+
+    `crops_by_track`: the output's face crops per track id, in frame order.
+    `embed`: any face-embedding function (crop → vector), e.g. the evaluation
+    harness's face recognizer. Returns, over all tracks, the mean cosine
+    similarity of consecutive crops, the mean similarity to the track's mean
+    embedding, and the share of consecutive pairs at or above
+    `same_threshold` (the recognizer would call them the same person). For
+    blur, pixelate and solid this is not meaningful (there is no identity).
+    """
+    consecutive, to_mean, same, n_pairs = [], [], 0, 0
+    for crops in crops_by_track.values():
+        if not crops:
+            continue
+        e = np.stack([np.asarray(embed(c), np.float64).ravel() for c in crops])
+        e /= np.linalg.norm(e, axis=1, keepdims=True).clip(1e-12)
+        mean = e.mean(axis=0)
+        mean /= max(np.linalg.norm(mean), 1e-12)
+        to_mean.extend((e @ mean).tolist())
+        if len(e) > 1:
+            sims = np.sum(e[1:] * e[:-1], axis=1)
+            consecutive.extend(sims.tolist())
+            same += int((sims >= same_threshold).sum())
+            n_pairs += len(sims)
+    return {
+        "tracks": len(crops_by_track),
+        "consecutive_similarity": float(np.mean(consecutive)) if consecutive else float("nan"),
+        "similarity_to_track_mean": float(np.mean(to_mean)) if to_mean else float("nan"),
+        "same_identity_rate": same / n_pairs if n_pairs else float("nan"),
+    }

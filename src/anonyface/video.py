@@ -1,0 +1,668 @@
+"""Video: decode with PyAV, track and cover every face, encode; audio copied untouched.
+
+Streaming end to end: a reader thread decodes, the main thread detects,
+tracks and covers, a writer thread encodes and muxes; bounded queues between
+them keep memory flat however long the video. PyAV releases the GIL while it
+decodes and encodes, so the three overlap.
+
+Fail closed: the output is written to a temporary file beside the target and
+renamed at the very end; any error (a frame that does not decode, a detector
+failure, an encoder error) removes it, and the file fails.
+
+Timing is carried through, not re-invented: every output frame keeps its input
+frame's pts (variable frame rates stay variable), audio packets are remuxed
+as they are (no re-encode) with their own timestamps, so start offsets
+between streams survive. Rotation (display matrix) is applied before
+detection and the output is written upright, with no rotation tag.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import queue
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from fractions import Fraction
+from pathlib import Path
+from typing import Any, Callable
+
+import cv2
+import numpy as np
+
+from .detection import Face
+from .tracking import FaceTracker, Lookback, TrackedFace
+
+VIDEO_EXTENSIONS = frozenset({".mp4", ".mov", ".mkv", ".webm", ".avi", ".m4v"})
+
+#: Container tags that never identify anyone and that muxers need; everything
+#: else (title, location / ISO6709 GPS, creation_time, make, model, encoder,
+#: comments...) is dropped unless keep_metadata.
+_NEUTRAL_STREAM_TAGS = ("language",)
+
+
+def is_video(path: str | os.PathLike) -> bool:
+    return Path(path).suffix.lower() in VIDEO_EXTENSIONS
+
+
+class VideoError(ValueError):
+    """A video that cannot be processed (message says why)."""
+
+
+@dataclass
+class VideoOptions:
+    """How a video is encoded and how faces are followed.
+
+    `detect_every`: run the detector on every N-th frame and track in between.
+    `detect_size`: long side of the reduced-size detection pass (None: a third
+    of the frame's long side, at least 320: 320 for 640×480, 640 for 1080p).
+    `fine_every`: every this many detection passes, run the full multi-scale
+    (tiled) detector on the full-resolution frame, for small faces; 1 = every
+    pass, 0 = never. Frames no larger than `detect_size` always get the full
+    detector (it is a single pass there).
+    `lookback`: frames held back so a face is also covered in the frames just
+    before it was first detected (adds that many frames of latency).
+    `max_missed`: detection passes a tracked face stays covered after the
+    detector stops finding it.
+    """
+
+    codec: str | None = None  # None: libx264 (libvpx-vp9 for .webm, mpeg4 for .avi)
+    crf: int | None = None  # None: the codec's default below
+    preset: str | None = None  # x264/x265 preset; None: "medium" (ffmpeg's default)
+    start: float | None = None  # seconds
+    end: float | None = None
+    keep_audio: bool = True
+    keep_metadata: bool = False
+    detect_every: int = 2
+    detect_size: int | None = None  # None: auto_detect_size(frame)
+    fine_every: int = 3
+    lookback: int = 8
+    max_missed: int = 5
+    smooth: bool = True
+    threads: bool = True
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        if self.detect_every < 1:
+            raise ValueError("detect_every must be at least 1")
+        if self.detect_size is not None and self.detect_size < 32:
+            raise ValueError("detect_size must be at least 32")
+        if self.start is not None and self.start < 0:
+            raise ValueError("start must not be negative")
+        if self.start is not None and self.end is not None and self.end <= self.start:
+            raise ValueError("end must be after start")
+
+
+@dataclass
+class VideoStats:
+    frames: int = 0
+    detections: int = 0  # detector passes
+    tracks: int = 0
+    seconds: float = 0.0
+    latency_ms_mean: float = 0.0
+    latency_ms_p95: float = 0.0
+    width: int = 0
+    height: int = 0
+    audio: str = "none"  # none / copied / re-encoded / dropped
+    first_faces: list[Face] = field(default_factory=list)  # one per track (its first box)
+
+    @property
+    def fps(self) -> float:
+        return self.frames / self.seconds if self.seconds > 0 else 0.0
+
+
+# -- per-frame processing, shared by files and `anonyface live` ------------------
+
+
+def auto_detect_size(width: int, height: int) -> int:
+    """Long side of the fast detection pass: a third of the frame, at least 320 px
+    (faces down to ~20 px at that size are found; smaller ones by the full pass)."""
+    return max(320, int(round(max(width, height) / 3 / 32)) * 32)
+
+
+class FrameProcessor:
+    """Detect (every N-th frame, reduced size, full pyramid now and then), track,
+    smooth and cover. One per video: it holds the tracks."""
+
+    def __init__(
+        self,
+        anonymizer,
+        detect_every: int = 2,
+        detect_size: int | None = None,
+        fine_every: int = 3,
+        max_missed: int = 5,
+        smooth: bool = True,
+        identity_seed: int = 0,
+    ) -> None:
+        self.anon = anonymizer
+        self.detect_every = max(1, detect_every)
+        self.detect_size = detect_size
+        self.fine_every = fine_every
+        # A held face is kept for max_missed detection passes, whatever N is.
+        self.tracker = FaceTracker(max_missed=max_missed, smooth=smooth)
+        self.identity_seed = identity_seed
+        self.index = 0
+        self.passes = 0
+        self.detect_seconds = 0.0
+
+    def reroll(self) -> None:
+        """New fake identities for every track (the generator keys on them)."""
+        self.identity_seed += 1
+        if hasattr(self.anon, "reroll"):
+            self.anon.reroll()
+
+    def identity(self, track_id: int) -> int:
+        return (self.identity_seed * 1_000_003 + track_id) & 0x7FFFFFFF
+
+    def _detect(self, rgb: np.ndarray) -> tuple[list[Face], float]:
+        """(faces, smallest face size the pass could see, in frame pixels)."""
+        h, w = rgb.shape[:2]
+        long = max(h, w)
+        size = self.detect_size or auto_detect_size(w, h)
+        fine = long <= size or (self.fine_every > 0 and self.passes % self.fine_every == 0)
+        self.passes += 1
+        if fine:
+            return self.anon.detector.detect(rgb), 0.0
+        s = size / long
+        small = cv2.resize(rgb, (max(1, round(w * s)), max(1, round(h * s))), interpolation=cv2.INTER_AREA)
+        faces = self.anon.detector.detect(small)
+        sx, sy = w / small.shape[1], h / small.shape[0]
+        out = [
+            Face((f.box[0] * sx, f.box[1] * sy, f.box[2] * sx, f.box[3] * sy), f.landmarks * np.array([sx, sy], np.float32), f.score)
+            for f in faces
+        ]
+        # Faces under ~20 px at the reduced size are not reliably found there:
+        # their tracks wait for the next full pass instead of counting as missed.
+        return out, 20.0 / s
+
+    def track(self, rgb: np.ndarray, t: float) -> tuple[list[TrackedFace], list[int]]:
+        """Tracked faces for this frame, and ids of tracks born on it."""
+        if self.index % self.detect_every == 0:
+            t0 = time.perf_counter()
+            faces, min_size = self._detect(rgb)
+            self.detect_seconds += time.perf_counter() - t0
+            tracked = self.tracker.update(t, faces, min_size)
+        else:
+            tracked = self.tracker.update(t, None)
+        self.index += 1
+        return tracked, list(self.tracker.new_ids)
+
+    def cover(self, rgb: np.ndarray, tracked: list[TrackedFace]) -> np.ndarray:
+        faces = [tf.face for tf in tracked]
+        return self.anon.cover_faces(rgb, faces, identities=[self.identity(tf.track_id) for tf in tracked])
+
+
+# -- reading -------------------------------------------------------------------
+
+
+def frame_rgb(frame) -> np.ndarray:
+    """A decoded frame as an upright RGB array (display rotation applied)."""
+    rgb = frame.to_ndarray(format="rgb24")
+    k = _quarter_turns(getattr(frame, "rotation", 0) or 0)
+    if k:
+        rgb = np.ascontiguousarray(np.rot90(rgb, k))
+    return rgb
+
+
+def _quarter_turns(rotation: float) -> int:
+    """np.rot90 turns (counterclockwise) that show a frame the way the display
+    matrix says (its angle is counterclockwise, as av_display_rotation_get's)."""
+    return int(round(rotation / 90.0)) % 4
+
+
+_END = object()
+
+
+class _Worker(threading.Thread):
+    def __init__(self, target: Callable[[], None], name: str) -> None:
+        super().__init__(name=name, daemon=True)
+        self._target_fn = target
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        try:
+            self._target_fn()
+        except BaseException as e:  # handed to the main thread
+            self.error = e
+
+
+def _put(q: queue.Queue, item: Any, stop: threading.Event) -> bool:
+    while not stop.is_set():
+        try:
+            q.put(item, timeout=0.1)
+            return True
+        except queue.Full:
+            continue
+    return False
+
+
+# -- writing -------------------------------------------------------------------
+
+
+def default_codec(path: str | os.PathLike) -> str:
+    """libx264, but VP9 for WebM, and MPEG-4 Part 2 for AVI (AVI stores no presentation
+    times, and readers guess H.264's wrong by a frame)."""
+    ext = Path(path).suffix.lower()
+    return {".webm": "libvpx-vp9", ".avi": "mpeg4"}.get(ext, "libx264")
+
+
+def _encoder_options(codec: str, crf: int | None, preset: str | None) -> dict[str, str]:
+    if codec in ("libx264", "libx264rgb"):
+        return {"crf": str(20 if crf is None else crf), "preset": preset or "medium"}
+    if codec == "libx265":
+        return {"crf": str(24 if crf is None else crf), "preset": preset or "medium", "x265-params": "log-level=error"}
+    if codec in ("libvpx-vp9", "libvpx"):
+        return {"crf": str(32 if crf is None else crf), "b": "0", "deadline": "good", "cpu-used": "4", "row-mt": "1"}
+    if codec == "libsvtav1":
+        return {"crf": str(35 if crf is None else crf), "preset": preset or "8"}
+    if codec in ("mpeg4", "mjpeg", "mpeg2video", "mpeg1video"):
+        q = 3 if crf is None else max(1, min(31, crf))  # --crf as the fixed quantizer (q:v)
+        return {"flags": "+qscale", "global_quality": str(q * 118), "qmin": str(q), "qmax": str(q)}
+    return {} if crf is None else {"crf": str(crf)}
+
+
+def _pix_fmt(codec: str) -> str:
+    if codec == "mjpeg":
+        return "yuvj420p"
+    return "yuv420p"
+
+
+class VideoWriter:
+    """Encodes RGB frames (with their own pts) into a container; video only unless
+    audio streams are added. Writes to `path` directly: callers make it a temp file."""
+
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        width: int,
+        height: int,
+        rate: Fraction,
+        time_base: Fraction | None = None,
+        codec: str | None = None,
+        crf: int | None = None,
+        preset: str | None = None,
+        metadata: dict[str, str] | None = None,
+        format: str | None = None,
+    ) -> None:
+        import av
+
+        self.av = av
+        codec = codec or default_codec(path)
+        try:
+            av.codec.Codec(codec, "w")
+        except Exception:
+            raise VideoError(f"video encoder {codec!r} is not available in this PyAV build") from None
+        self.container = av.open(str(path), "w", format=format, container_options={"fflags": "+bitexact"})
+        if metadata:
+            self.container.metadata.update(metadata)
+        self.width, self.height = width + (width & 1), height + (height & 1)  # yuv420p needs even sides
+        enc_opts = _encoder_options(codec, crf, preset)
+        if self.container.format.name == "avi":
+            enc_opts["bf"] = "0"  # AVI stores no presentation times: B-frames would scramble them
+        self.stream = self.container.add_stream(codec, rate=rate, options=enc_opts)
+        self.stream.width, self.stream.height = self.width, self.height
+        self.stream.pix_fmt = _pix_fmt(codec)
+        if time_base is not None:
+            if codec in ("mpeg4", "mpeg2video", "mpeg1video") and time_base.denominator > 65535:
+                time_base = Fraction(1, max(1, min(65535, round(float(rate) * 1000))))
+                self._rescale = True
+            self.stream.time_base = time_base
+            self.stream.codec_context.time_base = time_base
+        self.time_base = time_base
+        self.lock = threading.Lock()
+        self._last_pts: int | None = None
+
+    def add_audio_copy(self, in_stream, keep_metadata: bool):
+        """An output stream that takes `in_stream`'s packets as they are, or None when
+        the container cannot hold that codec."""
+        name = in_stream.codec_context.name
+        if name not in self.container.supported_codecs:
+            return None
+        out = self.container.add_stream_from_template(in_stream)
+        _copy_stream_tags(in_stream, out, keep_metadata)
+        return out
+
+    def add_audio_encode(self, in_stream, keep_metadata: bool):
+        codec = "libopus" if self.container.format.name == "webm" else "aac"
+        rate = in_stream.codec_context.sample_rate or 48000
+        if codec == "libopus" and rate not in (8000, 12000, 16000, 24000, 48000):
+            rate = 48000
+        out = self.container.add_stream(codec, rate=rate)
+        try:
+            out.layout = in_stream.codec_context.layout
+        except Exception:
+            pass
+        _copy_stream_tags(in_stream, out, keep_metadata)
+        return out
+
+    def write(self, rgb: np.ndarray, pts: int | None, time_base: Fraction | None) -> None:
+        av = self.av
+        h, w = rgb.shape[:2]
+        if (w, h) != (self.width, self.height):
+            rgb = cv2.copyMakeBorder(rgb, 0, self.height - h, 0, self.width - w, cv2.BORDER_REPLICATE)
+        frame = av.VideoFrame.from_ndarray(rgb, format="rgb24")
+        if pts is not None:
+            if time_base is not None and self.time_base is not None and time_base != self.time_base:
+                pts = int(round(pts * time_base / self.time_base))
+            if self._last_pts is not None and pts <= self._last_pts:
+                pts = self._last_pts + 1  # encoders refuse non-increasing pts
+            frame.pts = pts
+            frame.time_base = self.time_base
+            self._last_pts = pts
+        packets = self.stream.encode(frame)
+        with self.lock:
+            self.container.mux(packets)
+
+    def mux(self, packet) -> None:
+        with self.lock:
+            self.container.mux(packet)
+
+    def close(self) -> None:
+        packets = self.stream.encode(None)
+        with self.lock:
+            self.container.mux(packets)
+        self.container.close()
+
+    def abort(self) -> None:
+        try:
+            self.container.close()
+        except Exception:
+            pass
+
+
+def _copy_stream_tags(src, dst, keep_metadata: bool) -> None:
+    for k, v in src.metadata.items():
+        if keep_metadata or k in _NEUTRAL_STREAM_TAGS:
+            dst.metadata[k] = v
+
+
+def temp_path_for(dst: Path) -> Path:
+    return dst.with_name(f".{dst.stem}.anonyface-{os.getpid()}-{threading.get_ident() % 100000}.tmp{dst.suffix}")
+
+
+# -- a whole file ------------------------------------------------------------------
+
+
+def process_video(
+    anonymizer,
+    source: str | os.PathLike,
+    output: str | os.PathLike,
+    options: VideoOptions | None = None,
+    on_frame: Callable[[np.ndarray, np.ndarray, list[TrackedFace], float], None] | None = None,
+) -> VideoStats:
+    """Anonymize `source` into `output` (atomically). Raises on any failure; then
+    no output exists. `on_frame(original, covered, tracked, t)` is called for
+    every output frame in order (benchmarks and tests use it)."""
+    import av
+
+    opts = options or VideoOptions()
+    src, dst = Path(source), Path(output)
+    tmp = temp_path_for(dst)
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    stats = VideoStats()
+    t_start = time.perf_counter()
+    try:
+        inp = av.open(str(src))
+    except av.FFmpegError as e:
+        raise VideoError(f"cannot open video: {e}") from None
+    writer: VideoWriter | None = None
+    stop = threading.Event()
+    workers: list[_Worker] = []
+    bar = None
+    try:
+        if not inp.streams.video:
+            raise VideoError("no video stream")
+        vin = inp.streams.video[0]
+        vin.thread_type = "AUTO"
+        ains = list(inp.streams.audio) if opts.keep_audio else []
+        tb = vin.time_base
+        rate = vin.average_rate or vin.guessed_rate or vin.base_rate or Fraction(25)
+        cc = vin.codec_context
+        if not cc.width or not cc.height:
+            raise VideoError("video stream has no frame size")
+
+        # --start / --end: seek near the start, then cut exactly on frame times.
+        t0 = opts.start or 0.0
+        t_end = opts.end if opts.end is not None else math.inf
+        if opts.start:
+            inp.seek(int(opts.start / tb), stream=vin, backward=True, any_frame=False)
+        offsets = {vin.index: int(round(t0 / tb)) if opts.start else 0}
+        for a in ains:
+            offsets[a.index] = int(round(t0 / a.time_base)) if opts.start else 0
+
+        metadata = {k: v for k, v in inp.metadata.items() if k not in ("encoder", "major_brand", "minor_version", "compatible_brands")} if opts.keep_metadata else None
+        audio_map: dict[int, tuple[Any, bool]] = {}  # input stream index -> (output stream, re-encode?)
+
+        def open_writer(width: int, height: int) -> VideoWriter:
+            """Made on the first frame: its display rotation decides the output size."""
+            w = VideoWriter(tmp, width, height, rate, tb, opts.codec, opts.crf, opts.preset, metadata)
+            if opts.keep_metadata:
+                _copy_stream_tags(vin, w.stream, True)
+                w.stream.metadata.pop("rotate", None)
+            modes = []
+            for a in ains:
+                out = w.add_audio_copy(a, opts.keep_metadata)
+                if out is not None:
+                    audio_map[a.index] = (out, False)
+                    modes.append("copied")
+                else:
+                    out = w.add_audio_encode(a, opts.keep_metadata)
+                    audio_map[a.index] = (out, True)
+                    modes.append(f"re-encoded ({a.codec_context.name} does not fit {dst.suffix})")
+            stats.audio = ", ".join(modes) if modes else ("dropped" if inp.streams.audio else "none")
+            stats.width, stats.height = width, height
+            return w
+
+        total = vin.frames or (int(float(vin.duration * tb) * float(rate)) if vin.duration else None)
+        if total and (opts.start or opts.end is not None):
+            dur = float(vin.duration * tb) if vin.duration else None
+            span = (min(t_end, dur) if dur else t_end) - t0
+            total = int(span * float(rate)) if math.isfinite(span) else None
+        if opts.progress:
+            from tqdm import tqdm
+
+            bar = tqdm(total=total, unit="frame", file=sys.stderr, dynamic_ncols=True, disable=None, desc=src.name, leave=False)
+
+        in_q: queue.Queue = queue.Queue(maxsize=8)
+        out_q: queue.Queue = queue.Queue(maxsize=8)
+        start_time = inp.start_time / 1e6 if inp.start_time is not None else 0.0
+
+        def read() -> None:
+            streams = [vin, *ains]
+            video_done = False
+            for packet in inp.demux(streams):
+                if stop.is_set():
+                    return
+                s = packet.stream
+                if s.index == vin.index:
+                    for frame in packet.decode():
+                        if frame.pts is None:
+                            continue
+                        t = float(frame.pts * tb)
+                        if opts.start and t < t0 - 1e-6:
+                            continue
+                        if t >= t_end - 1e-6:
+                            video_done = True
+                            break
+                        if not _put(in_q, ("v", frame_rgb(frame), frame.pts - offsets[vin.index], t, time.perf_counter()), stop):
+                            return
+                    if video_done and not ains:
+                        break
+                elif any(s.index == a.index for a in ains):
+                    if packet.pts is None or packet.size == 0:
+                        continue
+                    t = float(packet.pts * s.time_base)
+                    if (opts.start and t < t0 - 1e-6) or t >= t_end:
+                        if t >= t_end and video_done:
+                            break
+                        continue
+                    if not _put(in_q, ("a", packet, s.index), stop):
+                        return
+            _put(in_q, _END, stop)
+
+        decoders: dict[int, Any] = {}
+
+        def write() -> None:
+            while True:
+                try:
+                    item = out_q.get(timeout=0.1)
+                except queue.Empty:
+                    if stop.is_set():
+                        return
+                    continue
+                if item is _END:
+                    break
+                if item[0] == "v":
+                    writer.write(item[1], item[2], tb)
+                else:
+                    _, packet, index = item
+                    out, encode = audio_map[index]
+                    off = offsets[index]
+                    if encode:
+                        for frame in packet.decode():
+                            if t0 and frame.pts is not None and frame.time_base:
+                                frame.pts -= int(round(t0 / frame.time_base))
+                            writer.mux(out.encode(frame))
+                    else:
+                        if off:
+                            packet.pts -= off
+                            if packet.dts is not None:
+                                packet.dts -= off
+                        packet.stream = out
+                        writer.mux(packet)
+            for index, (out, encode) in audio_map.items():
+                if encode:
+                    writer.mux(out.encode(None))
+
+        reader = _Worker(read, "anonyface-decode")
+        muxer = _Worker(write, "anonyface-encode")
+        workers = [reader]
+        reader.start()
+        early_audio: list = []  # audio before the first frame, held until the writer exists
+
+        proc = FrameProcessor(
+            anonymizer, opts.detect_every, opts.detect_size, opts.fine_every, opts.max_missed, opts.smooth
+        )
+        look = Lookback(opts.lookback)
+        latencies: list[float] = []
+        seen_tracks: dict[int, Face] = {}
+
+        def emit(ready) -> None:
+            for (rgb, pts, t, spent), tracked in ready:
+                c0 = time.perf_counter()
+                covered = proc.cover(rgb, tracked)
+                for tf in tracked:
+                    seen_tracks.setdefault(tf.track_id, tf.face)
+                if on_frame is not None:
+                    on_frame(rgb, covered, tracked, t)
+                latencies.append(spent + time.perf_counter() - c0)  # detect/track + cover, not the lookback wait
+                if not _put(out_q, ("v", covered, pts), stop):
+                    raise RuntimeError("encoder stopped")
+                stats.frames += 1
+                if bar is not None:
+                    bar.update(1)
+
+        while True:
+            try:
+                item = in_q.get(timeout=0.2)
+            except queue.Empty:
+                for w in workers:
+                    if w.error is not None:
+                        raise w.error
+                continue
+            if item is _END:
+                break
+            if item[0] == "a":
+                if writer is None:
+                    early_audio.append(item)
+                elif not _put(out_q, item, stop):
+                    raise RuntimeError("encoder stopped")
+                continue
+            _, rgb, pts, t, _ = item
+            t_in = time.perf_counter()  # latency: from here (the frame is ours) to the encoder queue
+            if writer is None:
+                writer = open_writer(rgb.shape[1], rgb.shape[0])
+                workers.append(muxer)
+                muxer.start()
+                for a_item in early_audio:
+                    _put(out_q, a_item, stop)
+                early_audio.clear()
+            tracked, new_ids = proc.track(rgb, t - start_time)
+            emit(look.push((rgb, pts, t, time.perf_counter() - t_in), tracked, new_ids))
+            if muxer.error is not None:
+                raise muxer.error
+        if writer is None:
+            raise VideoError("no video frames decoded" + (" in the chosen --start/--end range" if opts.start or opts.end else ""))
+        emit(look.flush())
+        _put(out_q, _END, stop)
+        reader.join()
+        muxer.join()
+        for w in workers:
+            if w.error is not None:
+                raise w.error
+        writer.close()
+        writer = None
+        os.replace(tmp, dst)
+        stats.detections = proc.passes
+        stats.tracks = len(seen_tracks)
+        stats.first_faces = list(seen_tracks.values())
+        if latencies:
+            lat = np.array(latencies) * 1000
+            stats.latency_ms_mean = float(lat.mean())
+            stats.latency_ms_p95 = float(np.percentile(lat, 95))
+        stats.seconds = time.perf_counter() - t_start
+        return stats
+    except BaseException:
+        stop.set()
+        # Unblock the workers before cleaning up.
+        for w in workers:
+            w.join(timeout=5)
+        if writer is not None:
+            writer.abort()
+        raise
+    finally:
+        stop.set()
+        if bar is not None:
+            bar.close()
+        inp.close()
+        if tmp.exists():
+            tmp.unlink()
+
+
+def anonymize_video_file(anonymizer, source, output, options: VideoOptions | None = None, overwrite_input: bool = False):
+    """The command line's video job: a FileResult with one face per track (its first box)."""
+    import av
+
+    from .api import FileResult, _same_file
+
+    src, dst = Path(source), Path(output)
+    if not overwrite_input and dst.exists() and _same_file(src, dst):
+        raise ValueError("output would overwrite the input (use --in-place to allow it)")
+    try:
+        stats = process_video(anonymizer, src, dst, options)
+    except av.FFmpegError as e:
+        raise VideoError(f"video error: {e}") from None
+    result = FileResult(str(src), str(dst), stats.first_faces, (stats.width, stats.height))
+    result.video = stats  # type: ignore[attr-defined]
+    return result
+
+
+def probe(path: str | os.PathLike) -> dict:
+    """Frame count, duration, size, rate and streams of a video (for tests and reports)."""
+    import av
+
+    with av.open(str(path)) as c:
+        v = c.streams.video[0]
+        return {
+            "width": v.codec_context.width,
+            "height": v.codec_context.height,
+            "rate": v.average_rate,
+            "time_base": v.time_base,
+            "codec": v.codec_context.name,
+            "duration": float(c.duration / 1e6) if c.duration else None,
+            "audio": [a.codec_context.name for a in c.streams.audio],
+            "metadata": dict(c.metadata),
+        }
