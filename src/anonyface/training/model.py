@@ -1,0 +1,320 @@
+"""Generator and discriminator of the face anonymizer (dense, explicit torch).
+
+The generator is a U-Net in the manner of DeepPrivacy2: an encoder takes the
+erased crop, the erase and padding masks and five landmark heat maps down to
+8×8; a decoder modulated by w = mapping(z) (StyleGAN2 modulated convolutions
+with weight demodulation) brings it back up, with the encoder's features added
+at every resolution and the heat maps injected again at every resolution.
+
+Privacy: the first thing `Generator.forward` does is `image * (1 - erase)`, so
+no erased pixel reaches the network whatever the caller passes; the output is
+composited as `image * (1 - erase) + gen * erase`.
+
+Everything is written with ops that export to ONNX opset 17 with a dynamic
+batch: the modulation is applied to the activations (x·s, shared conv, ·d)
+rather than by grouped convolution with per-sample weights (StyleGAN2's
+`fused_modconv=False`, mathematically the same).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+SQRT2 = math.sqrt(2.0)
+
+
+@dataclass(frozen=True)
+class Config:
+    """One model size. `channels` maps resolution → feature channels (G and D)."""
+
+    name: str
+    size: int  # crop side the models work at
+    zdim: int = 64
+    wdim: int = 128
+    mapping_layers: int = 2
+    g_channels: dict = field(default_factory=dict)  # {res: ch} for res = size .. bottom
+    d_channels: dict = field(default_factory=dict)  # {res: ch} for res = size .. 4
+    bottom: int = 8  # encoder's lowest resolution
+    sigma: float = 0.025  # heat-map Gaussian sigma, fraction of the crop side
+    # training defaults
+    batch: int = 16
+    lr: float = 0.002
+    ema_kimg: float = 2.0
+    r1_gamma: float = 1.0
+    l1_weight: float = 1.0
+    perc_weight: float = 1.0
+    adv_weight: float = 0.1
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["g_channels"] = {str(k): v for k, v in self.g_channels.items()}
+        d["d_channels"] = {str(k): v for k, v in self.d_channels.items()}
+        return d
+
+    @staticmethod
+    def from_dict(d: dict) -> "Config":
+        d = dict(d)
+        d["g_channels"] = {int(k): v for k, v in d["g_channels"].items()}
+        d["d_channels"] = {int(k): v for k, v in d["d_channels"].items()}
+        return Config(**d)
+
+
+CONFIGS = {
+    # The CPU test suite: a step in a fraction of a second.
+    "tiny": Config(
+        "tiny", 32, zdim=16, wdim=32, mapping_layers=1,
+        g_channels={32: 8, 16: 16, 8: 24}, d_channels={32: 8, 16: 16, 8: 24, 4: 24},
+        batch=4, ema_kimg=0.01,
+    ),
+    # What two CPU cores can train in an hour (64 px: at 128 px a CPU step is
+    # about 4× slower); the runtime resizes its 64-px output to the crop.
+    "cpu": Config(
+        "cpu", 64, zdim=64, wdim=128, mapping_layers=2,
+        g_channels={64: 16, 32: 32, 16: 64, 8: 128},
+        d_channels={64: 16, 32: 32, 16: 64, 8: 128, 4: 128},
+        batch=16, ema_kimg=1.0,
+    ),
+    # For GPU legs: 128 px; sized so that its ONNX export stays inside
+    # 15 ms per face on two CPU cores (0.9 GFLOP per face).
+    "base": Config(
+        "base", 128, zdim=64, wdim=256, mapping_layers=4,
+        g_channels={128: 12, 64: 24, 32: 48, 16: 96, 8: 192},
+        d_channels={128: 16, 64: 32, 32: 64, 16: 128, 8: 192, 4: 192},
+        batch=64, ema_kimg=5.0,
+    ),
+}
+
+#: Landmark order: left eye, right eye, nose, left mouth, right mouth (as the
+#: detector gives them); a horizontal flip swaps the pairs.
+FLIP_PERM = (1, 0, 2, 4, 3)
+
+
+# -- building blocks ---------------------------------------------------------------
+
+def lrelu(x: torch.Tensor) -> torch.Tensor:
+    return F.leaky_relu(x, 0.2) * SQRT2
+
+
+class EqLinear(nn.Module):
+    """Linear layer with equalized learning rate (weights N(0,1), scaled at run time)."""
+
+    def __init__(self, cin: int, cout: int, bias_init: float = 0.0, lr_mul: float = 1.0, act: bool = False):
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(cout, cin) / lr_mul)
+        self.bias = nn.Parameter(torch.full((cout,), float(bias_init)))
+        self.scale = lr_mul / math.sqrt(cin)
+        self.lr_mul = lr_mul
+        self.act = act
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.linear(x, self.weight * self.scale, self.bias * self.lr_mul)
+        return lrelu(x) if self.act else x
+
+
+class EqConv(nn.Module):
+    """Conv with equalized learning rate, optional stride 2 and activation."""
+
+    def __init__(self, cin: int, cout: int, k: int = 3, stride: int = 1, act: bool = True, bias: bool = True):
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(cout, cin, k, k))
+        self.bias = nn.Parameter(torch.zeros(cout)) if bias else None
+        self.scale = 1.0 / math.sqrt(cin * k * k)
+        self.stride, self.pad, self.act = stride, (k - 1) // 2, act
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.conv2d(x, self.weight * self.scale, self.bias, self.stride, self.pad)
+        return lrelu(x) if self.act else x
+
+
+class ModConv(nn.Module):
+    """StyleGAN2 modulated 3×3 conv with demodulation, applied to activations.
+
+    y = conv(x · s) · d + b with s = affine(w) and d = 1/sqrt(Σ (W·s)²): the
+    same as convolving with per-sample demodulated weights.
+    """
+
+    def __init__(self, cin: int, cout: int, wdim: int, k: int = 3, demod: bool = True, act: bool = True):
+        super().__init__()
+        self.affine = EqLinear(wdim, cin, bias_init=1.0)
+        self.weight = nn.Parameter(torch.randn(cout, cin, k, k))
+        self.bias = nn.Parameter(torch.zeros(cout))
+        self.scale = 1.0 / math.sqrt(cin * k * k)
+        self.pad, self.demod, self.act = (k - 1) // 2, demod, act
+
+    def forward(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        s = self.affine(w)  # B×Cin
+        weight = self.weight * self.scale
+        x = F.conv2d(x * s[:, :, None, None], weight, None, 1, self.pad)
+        if self.demod:
+            wsq = weight.pow(2).sum((2, 3))  # Cout×Cin
+            d = torch.rsqrt(s.pow(2) @ wsq.t() + 1e-8)  # B×Cout
+            x = x * d[:, :, None, None]
+        x = x + self.bias[None, :, None, None]
+        return lrelu(x) if self.act else x
+
+
+def heatmaps(landmarks: torch.Tensor, res: int, sigma: float) -> torch.Tensor:
+    """B×5×res×res Gaussian maps of landmarks (B×5×2, normalised to [0, 1])."""
+    coords = (torch.arange(res, dtype=landmarks.dtype, device=landmarks.device) + 0.5) / res
+    lx = landmarks[:, :, 0:1]  # B×5×1
+    ly = landmarks[:, :, 1:2]
+    gx = (coords[None, None, :] - lx).pow(2)  # B×5×res
+    gy = (coords[None, None, :] - ly).pow(2)
+    inv = -1.0 / (2.0 * sigma * sigma)
+    return torch.exp(gy.unsqueeze(3) * inv) * torch.exp(gx.unsqueeze(2) * inv)  # B×5×res×res
+
+
+# -- generator ---------------------------------------------------------------------
+
+class Mapping(nn.Module):
+    def __init__(self, zdim: int, wdim: int, layers: int):
+        super().__init__()
+        dims = [zdim] + [wdim] * layers
+        self.layers = nn.ModuleList(EqLinear(a, b, lr_mul=0.01, act=True) for a, b in zip(dims[:-1], dims[1:]))
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        z = z * torch.rsqrt(z.pow(2).mean(1, keepdim=True) + 1e-8)
+        for layer in self.layers:
+            z = layer(z)
+        return z
+
+
+class Generator(nn.Module):
+    """forward(image, erase, pad, landmarks, z) → image, all B-first:
+
+    image B×3×S×S in [-1, 1]; erase, pad B×1×S×S (1 = erased / padding);
+    landmarks B×5×2 in [0, 1] of the crop; z B×zdim. Returns B×3×S×S with the
+    non-erased pixels equal to the input's.
+    """
+
+    IN_CH = 3 + 1 + 1 + 5
+
+    def __init__(self, config: Config):
+        super().__init__()
+        self.config = config
+        c = config
+        self.resolutions = [r for r in sorted(c.g_channels, reverse=True) if r >= c.bottom]
+        assert self.resolutions[0] == c.size, "g_channels must start at the crop size"
+        ch = c.g_channels
+        self.mapping = Mapping(c.zdim, c.wdim, c.mapping_layers)
+        self.from_in = EqConv(self.IN_CH, ch[c.size], k=1)
+        self.enc = nn.ModuleList()  # at res r: conv (r) then down to r/2
+        for r in self.resolutions[:-1]:
+            self.enc.append(nn.ModuleList([EqConv(ch[r], ch[r]), EqConv(ch[r], ch[r // 2], stride=2)]))
+        b = c.bottom
+        self.mid = nn.ModuleList([EqConv(ch[b], ch[b]), ModConv(ch[b] + 5, ch[b], c.wdim)])
+        self.dec = nn.ModuleList()  # at res r: up from r/2, modconv (+heat), skip add, modconv
+        for r in reversed(self.resolutions[:-1]):
+            self.dec.append(
+                nn.ModuleList([ModConv(ch[r // 2] + 5, ch[r], c.wdim), ModConv(ch[r], ch[r], c.wdim)])
+            )
+        self.to_rgb = ModConv(ch[c.size], 3, c.wdim, k=1, demod=False, act=False)
+
+    def forward(self, image, erase, pad, landmarks, z):
+        keep = 1.0 - erase
+        image = image * keep  # privacy: nothing under the erase mask goes further
+        c = self.config
+        w = self.mapping(z)
+        x = torch.cat([image, erase, pad, heatmaps(landmarks, c.size, c.sigma)], 1)
+        x = self.from_in(x)
+        skips = []
+        for conv, down in self.enc:
+            x = conv(x)
+            skips.append(x)
+            x = down(x)
+        x = self.mid[0](x)
+        x = self.mid[1](torch.cat([x, heatmaps(landmarks, c.bottom, max(c.sigma, 1.0 / c.bottom))], 1), w)
+        for (up_conv, conv), skip, res in zip(self.dec, reversed(skips), reversed(self.resolutions[:-1])):
+            x = F.interpolate(x, scale_factor=2.0, mode="nearest")
+            # at coarse resolutions a Gaussian is at least one pixel wide
+            x = up_conv(torch.cat([x, heatmaps(landmarks, res, max(c.sigma, 1.0 / res))], 1), w)
+            x = (x + skip) * (1 / SQRT2)
+            x = conv(x, w)
+        gen = self.to_rgb(x, w)
+        return image + gen * erase
+
+    def num_params(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+
+# -- discriminator -------------------------------------------------------------------
+
+class DBlock(nn.Module):
+    def __init__(self, cin: int, cout: int):
+        super().__init__()
+        self.conv0 = EqConv(cin, cin)
+        self.conv1 = EqConv(cin, cout, stride=2)
+        self.skip = EqConv(cin, cout, k=1, act=False, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.conv1(self.conv0(x))
+        s = self.skip(F.avg_pool2d(x, 2))
+        return (y + s) * (1 / SQRT2)
+
+
+class Discriminator(nn.Module):
+    """Conditional residual discriminator with minibatch standard deviation.
+
+    forward(image, erase, pad, landmarks) → B logits. It sees the image
+    together with the erase and padding masks and the landmark heat maps.
+    """
+
+    IN_CH = 3 + 1 + 1 + 5
+
+    def __init__(self, config: Config, mbstd_group: int = 4):
+        super().__init__()
+        self.config = config
+        c = config
+        ch = c.d_channels
+        self.resolutions = sorted(ch, reverse=True)
+        assert self.resolutions[0] == c.size and self.resolutions[-1] == 4
+        self.from_in = EqConv(self.IN_CH, ch[c.size], k=1)
+        self.blocks = nn.ModuleList(DBlock(ch[r], ch[r // 2]) for r in self.resolutions[:-1])
+        self.mbstd_group = mbstd_group
+        self.conv = EqConv(ch[4] + 1, ch[4])
+        self.fc = EqLinear(ch[4] * 16, ch[4], act=True)
+        self.out = EqLinear(ch[4], 1)
+
+    def inputs(self, image, erase, pad, landmarks) -> torch.Tensor:
+        return torch.cat([image, erase, pad, heatmaps(landmarks, self.config.size, self.config.sigma)], 1)
+
+    def forward_stacked(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits for an input already stacked by `inputs` (and augmented)."""
+        x = self.from_in(x)
+        for block in self.blocks:
+            x = block(x)
+        x = self._mbstd(x)
+        x = self.conv(x)
+        x = self.fc(x.flatten(1))
+        return self.out(x).squeeze(1)
+
+    def forward(self, image, erase, pad, landmarks) -> torch.Tensor:
+        return self.forward_stacked(self.inputs(image, erase, pad, landmarks))
+
+    def _mbstd(self, x: torch.Tensor) -> torch.Tensor:
+        b, c, h, w = x.shape
+        g = min(self.mbstd_group, b)
+        while b % g:
+            g -= 1
+        y = x.reshape(g, -1, c, h, w)
+        y = (y - y.mean(0)).pow(2).mean(0).add(1e-8).sqrt()  # (B/g)×C×H×W
+        y = y.mean((1, 2, 3)).reshape(-1, 1, 1, 1).repeat(g, 1, h, w)
+        return torch.cat([x, y], 1)
+
+    def num_params(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+
+def get_config(name_or_dict) -> Config:
+    if isinstance(name_or_dict, Config):
+        return name_or_dict
+    if isinstance(name_or_dict, dict):
+        return Config.from_dict(name_or_dict)
+    if name_or_dict not in CONFIGS:
+        raise ValueError(f"unknown config {name_or_dict!r}; choose from {sorted(CONFIGS)}")
+    return CONFIGS[name_or_dict]

