@@ -22,7 +22,9 @@ import json
 import math
 import os
 import random
+import signal
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -565,7 +567,23 @@ def main(argv=None) -> dict:
               flush=True)
         return line
 
+    # Ctrl-C / SIGTERM end the leg cleanly: checkpoint, samples, evaluation, log.
+    # A second signal stops at once.
+    stop = {"requested": False}
+
+    def request_stop(signum, _frame):
+        if stop["requested"]:
+            raise KeyboardInterrupt
+        stop["requested"] = True
+        print(f"[train] signal {signum}: ending the leg after this step", flush=True)
+
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, request_stop)
+
     while True:
+        if stop["requested"]:
+            break
         if args.steps is not None and step >= args.steps:
             break
         if time.time() >= deadline and step > leg_step0:

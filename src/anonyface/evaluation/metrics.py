@@ -1,0 +1,237 @@
+"""The measures themselves, each a small pure function of pixels and boxes.
+
+Coverage — when is a face "left unchanged"?
+    Take the inner half of the judge's face box (the box shrunk to half its
+    width and half its height about its centre: eyes, nose and mouth). Convert
+    original and output to grey (ITU-R 601 luma). A pixel *changed* when its grey
+    level moved by more than `CHANGE_LEVEL` = 8 of 255. The face is *unchanged*
+    (uncovered, a privacy failure) when fewer than `COVERED_SHARE` = 25 % of
+    those pixels changed. Re-encoding an untouched face as JPEG (quality 95)
+    changes 0–1 % of them by more than 8 levels; on the astronaut composites
+    blur changes 85–90 %, pixelate 75–80 %, solid 100 %, and over the real
+    evaluation run no covered face (any method, deface included) fell below
+    39 % (smooth skin under large mosaic cells stays within 8 levels in
+    places, hence 25 % and not 50 %). This tells untouched from covered; how
+    well a face is covered is re-identification's job.
+
+Retention (utility / realism) — a reference face is *retained* by an output
+    when the same independent detector still finds a face at the same place in
+    it (`same_face`).
+
+Same place — two boxes are the same face when their centres are closer than
+    half the smaller box's width and their widths differ by less than 2.5×
+    (dlib's square brows-to-lip boxes and CenterFace's brows-to-chin boxes of
+    one face always satisfy this; neighbours in a crowd do not).
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import struct
+from dataclasses import dataclass, field
+
+import cv2
+import numpy as np
+
+CHANGE_LEVEL = 8
+COVERED_SHARE = 0.25
+#: Faces below this width (px) are left out of the Fréchet distance and pose measures.
+MIN_CROP_PX = 32
+
+
+def inner_half(box, w: int, h: int) -> tuple[int, int, int, int]:
+    x1, y1, x2, y2 = box
+    bw, bh = x2 - x1, y2 - y1
+    ix1 = int(max(0, min(w - 1, math.floor(x1 + bw / 4))))
+    iy1 = int(max(0, min(h - 1, math.floor(y1 + bh / 4))))
+    ix2 = int(max(ix1 + 1, min(w, math.ceil(x2 - bw / 4))))
+    iy2 = int(max(iy1 + 1, min(h, math.ceil(y2 - bh / 4))))
+    return ix1, iy1, ix2, iy2
+
+
+def _grey(a: np.ndarray) -> np.ndarray:
+    return cv2.cvtColor(np.ascontiguousarray(a[..., :3]), cv2.COLOR_RGB2GRAY).astype(np.int16)
+
+
+def changed_share(original: np.ndarray, output: np.ndarray, box, level: int = CHANGE_LEVEL) -> float:
+    """Share of the inner half of `box` whose grey level moved by more than `level`."""
+    h, w = original.shape[:2]
+    x1, y1, x2, y2 = inner_half(box, w, h)
+    a, b = _grey(original[y1:y2, x1:x2]), _grey(output[y1:y2, x1:x2])
+    return float((np.abs(a - b) > level).mean()) if a.size else 1.0
+
+
+def is_unchanged(share: float, covered_share: float = COVERED_SHARE) -> bool:
+    return share < covered_share
+
+
+def same_face(a, b) -> bool:
+    aw, bw = a[2] - a[0], b[2] - b[0]
+    if aw <= 0 or bw <= 0 or max(aw, bw) / min(aw, bw) >= 2.5:
+        return False
+    ca = ((a[0] + a[2]) / 2, (a[1] + a[3]) / 2)
+    cb = ((b[0] + b[2]) / 2, (b[1] + b[3]) / 2)
+    return math.hypot(ca[0] - cb[0], ca[1] - cb[1]) < 0.5 * min(aw, bw)
+
+
+def found_at(box, boxes) -> bool:
+    return any(same_face(box, b) for b in boxes)
+
+
+@dataclass
+class RefFace:
+    """One face of the original, as found by one or more independent detectors."""
+
+    members: dict = field(default_factory=dict)  # detector name -> Detection
+
+    @property
+    def main(self):
+        """The box used for size, crops and re-identification: dlib's when there is one
+        (the embedding was trained on its framing), else the first detector's."""
+        for name in ("hog", "mmod"):
+            if name in self.members:
+                return self.members[name]
+        return next(iter(self.members.values()))
+
+    @property
+    def width(self) -> float:
+        return max(d.width for d in self.members.values())
+
+    def matches(self, det) -> bool:
+        return any(same_face(m.box, det.box) for m in self.members.values())
+
+
+def cluster(detections_by_detector: dict[str, list]) -> list[RefFace]:
+    """Merge the detectors' boxes into faces (greedy, in detector order, by `same_face`)."""
+    faces: list[RefFace] = []
+    for name, dets in detections_by_detector.items():
+        for d in sorted(dets, key=lambda d: -d.score):
+            for f in faces:
+                if name not in f.members and f.matches(d):
+                    f.members[name] = d
+                    break
+            else:
+                faces.append(RefFace({name: d}))
+    faces.sort(key=lambda f: (f.main.box[1], f.main.box[0]))
+    return faces
+
+
+# -- Fréchet distance on MobileNetV2 features (training/metrics.py does the maths) ------
+
+class FeatureExtractor:
+    """1280-d pooled ImageNet MobileNetV2 features of 128×128 face crops."""
+
+    def __init__(self) -> None:
+        import torch
+
+        from ..training.mobilenet import FeatureNet
+
+        torch.set_num_threads(max(1, min(4, torch.get_num_threads())))
+        self.net = FeatureNet()
+
+    def __call__(self, crops: np.ndarray) -> np.ndarray:
+        from ..training.metrics import pooled_features
+
+        return pooled_features(self.net, crops)
+
+
+def frechet(real: np.ndarray, fake: np.ndarray) -> float | None:
+    from ..training.metrics import frechet_distance_features
+
+    if len(real) < 2 or len(fake) < 2:
+        return None
+    return frechet_distance_features(real, fake)
+
+
+# -- metadata -----------------------------------------------------------------------------
+
+#: A string no camera writes; found anywhere in an output's bytes it is a leak.
+MARKER = "ANONYFACE-EVAL-SECRET-7731"
+
+
+def _iptc_app13(text: str) -> bytes:
+    """A JPEG APP13 (Photoshop 3.0 / IPTC-IIM) segment with a by-line and a caption."""
+    def rec(tag: int, value: bytes) -> bytes:
+        return b"\x1c\x02" + bytes([tag]) + struct.pack(">H", len(value)) + value
+
+    iim = rec(80, text.encode()) + rec(120, text.encode())
+    res = b"8BIM" + struct.pack(">H", 0x0404) + b"\x00\x00" + struct.pack(">I", len(iim)) + iim
+    if len(iim) % 2:
+        res += b"\x00"
+    payload = b"Photoshop 3.0\x00" + res
+    return b"\xff\xed" + struct.pack(">H", len(payload) + 2) + payload
+
+
+def tagged_copy(rgb: np.ndarray, fmt: str) -> bytes:
+    """Encode `rgb` with every identifying tag a camera or editor may write:
+    EXIF (make, model, body and lens serial numbers, owner, artist, date, GPS
+    position), XMP, a JPEG comment and IPTC by-line, PNG text chunks."""
+    from PIL import ExifTags, Image
+    from PIL.PngImagePlugin import PngInfo
+
+    img = Image.fromarray(rgb)
+    exif = Image.Exif()
+    exif[0x010F] = "CameraMaker"                 # Make
+    exif[0x0110] = "Model X"                     # Model
+    exif[0x013B] = f"Artist {MARKER}"            # Artist
+    exif[0x8298] = f"(c) {MARKER}"               # Copyright
+    exif[0x0132] = "2024:05:01 12:00:00"         # DateTime
+    sub = exif.get_ifd(ExifTags.IFD.Exif)
+    sub[0xA431] = f"SN{MARKER}"                  # BodySerialNumber
+    sub[0xA435] = "LENS123456"                   # LensSerialNumber
+    sub[0xA430] = f"Owner {MARKER}"              # CameraOwnerName
+    sub[0x9003] = "2024:05:01 12:00:00"          # DateTimeOriginal
+    gps = exif.get_ifd(ExifTags.IFD.GPSInfo)
+    gps[1], gps[2] = "N", (48.0, 51.0, 29.0)     # latitude
+    gps[3], gps[4] = "E", (2.0, 17.0, 40.0)      # longitude
+    xmp = (
+        '<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#">'
+        f'<rdf:Description xmlns:dc="http://purl.org/dc/elements/1.1/" dc:creator="{MARKER}"/>'
+        "</rdf:RDF></x:xmpmeta>"
+    ).encode()
+    buf = io.BytesIO()
+    if fmt == "JPEG":
+        img.save(buf, "JPEG", quality=95, exif=exif.tobytes(), xmp=xmp, comment=f"comment {MARKER}".encode())
+        data = buf.getvalue()
+        return data[:2] + _iptc_app13(MARKER) + data[2:]  # right after SOI
+    png = PngInfo()
+    png.add_text("Author", MARKER)
+    png.add_text("GPS", "48.858,2.294")
+    png.add_itxt("Description", f"Taken by {MARKER}")
+    img.save(buf, "PNG", exif=exif.tobytes(), xmp=xmp, pnginfo=png)
+    return buf.getvalue()
+
+
+def leaked_tags(data: bytes) -> list[str]:
+    """Identifying metadata left in an encoded image (empty list: clean)."""
+    from PIL import ExifTags, Image
+
+    left: list[str] = []
+    if MARKER.encode() in data:
+        left.append("marker-text")
+    try:
+        im = Image.open(io.BytesIO(data))
+    except Exception:
+        return left + ["unreadable"]
+    exif = im.getexif()
+    if exif.get_ifd(ExifTags.IFD.GPSInfo):
+        left.append("exif-gps")
+    for tag, name in ((0x010F, "exif-make"), (0x0110, "exif-model"), (0x013B, "exif-artist"), (0x8298, "exif-copyright")):
+        if exif.get(tag):
+            left.append(name)
+    sub = exif.get_ifd(ExifTags.IFD.Exif)
+    for tag, name in ((0xA431, "exif-body-serial"), (0xA435, "exif-lens-serial"), (0xA430, "exif-owner"),
+                      (0x9003, "exif-datetime-original")):
+        if sub.get(tag):
+            left.append(name)
+    if im.info.get("xmp") or im.info.get("XML:com.adobe.xmp"):
+        left.append("xmp")
+    if im.info.get("comment"):
+        left.append("jpeg-comment")
+    if any(m == "APP13" for m, _ in getattr(im, "applist", [])):
+        left.append("iptc-app13")
+    text = getattr(im, "text", None) or {}
+    if text:
+        left.append("png-text")
+    return left
