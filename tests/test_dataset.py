@@ -62,7 +62,7 @@ def _seed_splitting(val_fraction=0.5):
 @pytest.fixture(scope="module")
 def detector():
     # The builder's own choice of model, whatever the inference default.
-    return FaceDetector(threshold=dataset.FACE_FLOOR, precision=dataset.DEFAULT_PRECISION)
+    return FaceDetector(threshold=dataset.FACE_FLOOR)
 
 
 @pytest.fixture(scope="module")

@@ -13,10 +13,14 @@ from PIL import Image
 from .anonymizers import METHODS as COVER_METHODS
 from .anonymizers import CoverSettings, cover
 from .detection import DEFAULT_THRESHOLD, Face, FaceDetector
+from .generator import default_model_path as generator_path
 from .geometry import face_region
 
 #: Every method: "synth" paints a new face, the others cover the face.
 METHODS = ("synth", *COVER_METHODS)
+#: Paint new faces when the generator's weights are installed (they ship with
+#: the package); blur where they have been removed.
+DEFAULT_METHOD = "synth" if generator_path().exists() else "blur"
 from .media import DEFAULT_MAX_PIXELS, Picture, encode_image, format_for, read_image, to_pil, write_atomic
 
 
@@ -44,6 +48,7 @@ class FileResult:
 class Anonymizer:
     """Detects and covers every face; load once, call many times.
 
+    >>> anon = Anonymizer()                    # synth: paints a face of nobody
     >>> anon = Anonymizer(method="pixelate")
     >>> out = anon.anonymize(rgb_array)        # numpy RGB (or BGR with bgr=True)
     >>> out = anon.anonymize(Image.open(p))    # PIL in, PIL out (same mode)
@@ -51,7 +56,7 @@ class Anonymizer:
 
     def __init__(
         self,
-        method: str = "blur",
+        method: str = DEFAULT_METHOD,
         threshold: float = DEFAULT_THRESHOLD,
         mask_scale: float = 1.3,
         shape: str = "ellipse",
@@ -63,7 +68,6 @@ class Anonymizer:
         synth_min_size: float = 24.0,
         synth_min_score: float = 0.5,
         generator: str | os.PathLike | None = None,
-        precision: str = "int8",
         detector: FaceDetector | None = None,
         max_pixels: int = DEFAULT_MAX_PIXELS,
     ) -> None:
@@ -86,7 +90,7 @@ class Anonymizer:
         self.shape = shape
         self.feather = max(0.0, feather)
         self.max_pixels = max_pixels
-        self.detector = detector or FaceDetector(threshold=threshold, precision=precision)
+        self.detector = detector or FaceDetector(threshold=threshold)
 
     @property
     def method(self) -> str:
@@ -261,7 +265,7 @@ def _as_rgb(image, bgr: bool):
 _cache: dict[tuple, Anonymizer] = {}
 
 
-def anonymize(image, method: str = "blur", bgr: bool = False, **options):
+def anonymize(image, method: str = DEFAULT_METHOD, bgr: bool = False, **options):
     """Cover every face in `image` (numpy RGB/BGR/grey/RGBA array or PIL image).
 
     Models are loaded on first use and kept for later calls with the same options.

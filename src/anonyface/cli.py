@@ -12,12 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import __version__
-from .anonymizers import METHODS as COVER_METHODS
-from .generator import default_model_path as generator_path
-
-METHODS = ("synth", *COVER_METHODS)
-#: Paint new faces when the generator's weights are installed; blur otherwise.
-DEFAULT_METHOD = "synth" if generator_path().exists() else "blur"
+from .api import DEFAULT_METHOD, METHODS
 from .detection import DEFAULT_THRESHOLD
 from .media import DEFAULT_MAX_PIXELS, FORMATS, IMAGE_EXTENSIONS, ImageError, encode_image, read_image, write_atomic
 from .video import VIDEO_EXTENSIONS
@@ -76,7 +71,6 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--color", default="0,0,0", metavar="R,G,B", help="solid: fill colour (default: %(default)s)")
     g = p.add_argument_group("detection")
     g.add_argument("-t", "--threshold", type=float, default=DEFAULT_THRESHOLD, metavar="T", help="minimum detection score in [0, 1]; lower finds more faces and more false alarms (default: %(default)s)")
-    g.add_argument("--precision", choices=("int8", "fp32"), default="int8", help="detector model: int8 is about 1.4x faster and found the same faces in our measurements (default: %(default)s)")
     g = p.add_argument_group("files")
     g.add_argument("--format", choices=sorted({e.lstrip('.') for e in FORMATS}), help="write every output in this format instead of the input's")
     g.add_argument("--quality", type=int, default=95, metavar="Q", help="JPEG/WebP quality (default: %(default)s)")
@@ -245,7 +239,7 @@ def main(argv: list[str] | None = None) -> int:
         anon = Anonymizer(
             method=args.method, threshold=args.threshold, mask_scale=args.mask_scale, shape=args.shape,
             feather=args.feather, blocks=args.blocks, color=color, blur_strength=args.blur_strength,
-            max_pixels=args.max_pixels, precision=args.precision, seed=args.seed,
+            max_pixels=args.max_pixels, seed=args.seed,
         )
     except Exception as e:  # the model itself could not load: nothing can be done
         print(f"anonyface: error: cannot load the models: {e}", file=sys.stderr)

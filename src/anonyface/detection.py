@@ -21,8 +21,7 @@ import numpy as np
 
 from .geometry import Box
 
-#: The detector in two precisions: int8 convolutions (default, faster) and float32.
-MODEL_FILES = {"int8": "retinaface_mobilenet_int8.onnx", "fp32": "retinaface_mobilenet.onnx"}
+MODEL_FILE = "retinaface_mobilenet.onnx"
 
 #: Default detection threshold, chosen by measurement on the evaluation photos
 #: (benchmarks/threshold_sweep.py; numbers in docs/detection.md): the lowest
@@ -63,10 +62,8 @@ class Face:
         }
 
 
-def model_path(precision: str = "int8") -> Path:
-    if precision not in MODEL_FILES:
-        raise ValueError(f"precision must be one of {', '.join(MODEL_FILES)}")
-    return Path(str(resources.files("anonyface") / "models" / MODEL_FILES[precision]))
+def model_path() -> Path:
+    return Path(str(resources.files("anonyface") / "models" / MODEL_FILE))
 
 
 class FaceDetector:
@@ -74,8 +71,7 @@ class FaceDetector:
 
     `max_size` is the long side of the coarsest pass; `tile_size` the largest
     side run in one go (bigger levels are tiled with `overlap` pixels shared).
-    `precision` picks the int8 model (faster, same faces on our measurements)
-    or the float32 one; `model` overrides with a path.
+    `model` overrides the bundled model with a path.
     """
 
     #: The model was trained on faces from about 16 to 400 px; levels a factor
@@ -90,7 +86,6 @@ class FaceDetector:
         max_size: int = 640,
         tile_size: int = 2048,
         overlap: int = 192,
-        precision: str = "int8",
         model: str | os.PathLike | None = None,
         providers: list[str] | None = None,
         threads: int | None = None,
@@ -110,7 +105,7 @@ class FaceDetector:
         if threads:
             opts.intra_op_num_threads = threads
         opts.log_severity_level = 3
-        path = str(model or model_path(precision))
+        path = str(model or model_path())
         self.session = ort.InferenceSession(
             path, opts, providers=providers or ["CPUExecutionProvider"]
         )

@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 
-from .api import METHODS
+from .api import DEFAULT_METHOD, METHODS
 from .detection import DEFAULT_THRESHOLD
 
 
@@ -41,7 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("source", nargs="?", help="camera device (/dev/video0, or a number), video file or stream URL (default: the first camera)")
     p.add_argument("-o", "--output", metavar="FILE", help="also record the anonymized video here")
-    p.add_argument("-m", "--method", choices=METHODS, default="blur", help="covering method (default: %(default)s)")
+    p.add_argument("-m", "--method", choices=METHODS, default=DEFAULT_METHOD, help="synth paints a new face, blur/pixelate/solid cover it (default: %(default)s)")
     p.add_argument("-t", "--threshold", type=float, default=DEFAULT_THRESHOLD, metavar="T", help="detection score (default: %(default)s)")
     p.add_argument("--detect-every", type=int, default=2, metavar="N", help="run the detector on every N-th frame, track in between (default: %(default)s)")
     p.add_argument("--detect-size", type=int, metavar="PX", help="long side of the fast detection pass (default: a third of the frame's, at least 320)")

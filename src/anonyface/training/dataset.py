@@ -63,9 +63,6 @@ DETECT_PAD_VALUE = 127
 
 #: Detections below this score do not count as faces at all (drop reason `no_face`).
 FACE_FLOOR = 0.5
-#: The float32 detector: labels as accurate as the project has. The int8 one (the
-#: inference default) gives boxes 1–3 % larger; numbers in docs/dataset.md.
-DEFAULT_PRECISION = "fp32"
 
 DEFAULT_MIN_SCORE = 0.9
 DEFAULT_MIN_FACE = 64
@@ -331,7 +328,6 @@ def build_dataset(
     min_valid: float = DEFAULT_MIN_VALID,
     limit: int | None = None,
     seed: int = 0,
-    precision: str = DEFAULT_PRECISION,
     progress: bool = True,
     detector: FaceDetector | None = None,
 ) -> dict:
@@ -339,8 +335,8 @@ def build_dataset(
 
     Photos are listed in sorted order and then put in an order drawn from
     `seed`, so every shard holds a mix of all subsets; `limit` takes the first
-    N photos of that order. `shard_mb` is in 10⁶ bytes. `precision` picks the
-    detector model; a ready `detector` (tests) overrides it.
+    N photos of that order. `shard_mb` is in 10⁶ bytes. A ready `detector`
+    (tests) replaces the bundled one.
     """
     src, out = Path(src), Path(out)
     if not src.is_dir():
@@ -357,7 +353,7 @@ def build_dataset(
     if limit is not None:
         files = files[:limit]
 
-    detector = detector or FaceDetector(threshold=min(threshold, FACE_FLOOR), precision=precision)
+    detector = detector or FaceDetector(threshold=min(threshold, FACE_FLOOR))
     limit_bytes = int(shard_mb * 1e6)
     writers = {s: _ShardWriter(out, s, limit_bytes) for s in ("train", "val")}
     per_subset: dict[str, dict] = defaultdict(lambda: {"photos": 0, "kept": 0, "train": 0, "val": 0,
@@ -443,7 +439,7 @@ def build_dataset(
             "min_valid": min_valid,
             "limit": limit,
             "seed": seed,
-            "detector_precision": precision,
+            "detector_precision": "fp32",
             "face_floor": FACE_FLOOR,
             "gen_size": GEN_SIZE,
             "crop_grow": CROP_GROW,
@@ -511,15 +507,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--min-valid", type=float, default=DEFAULT_MIN_VALID,
                    help="least fraction of crop pixels from the photo (default %(default)s)")
     p.add_argument("--seed", type=int, default=0, help="order of photos and split salt (default 0)")
-    p.add_argument("--precision", choices=("fp32", "int8"), default=DEFAULT_PRECISION,
-                   help="detector model (default %(default)s)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
     args = p.parse_args(argv)
     try:
         manifest = build_dataset(
             args.src, args.out, val_fraction=args.val_fraction, shard_mb=args.shard_mb,
             threshold=args.threshold, min_face=args.min_face, min_valid=args.min_valid,
-            limit=args.limit, seed=args.seed, precision=args.precision, progress=not args.quiet,
+            limit=args.limit, seed=args.seed, progress=not args.quiet,
         )
     except (FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
