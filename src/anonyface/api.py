@@ -236,10 +236,10 @@ def _same_file(a: Path, b: Path) -> bool:
 def _as_rgb(image, bgr: bool):
     """(RGB uint8 array, function that turns an RGB result back into the caller's type)."""
     if isinstance(image, Image.Image):
-        from .media import _to_rgb
+        from .media import to_rgb
 
         src = image
-        rgb, alpha = _to_rgb(src)
+        rgb, alpha = to_rgb(src)
         picture = Picture(rgb, alpha, src, "PNG")
         return rgb, lambda out: to_pil(picture, out)
     arr = np.asarray(image)

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from .detection import Face
-from .geometry import CROP_GROW, Crop, crop_face, erase_box, expand_box, paste_face
+from .geometry import CROP_GROW, Crop, box_iou, crop_face, erase_box, expand_box, paste_face, warp_to_crop
 
 MODEL_FILE = "generator.onnx"
 
@@ -105,7 +105,7 @@ class FaceGenerator:
         alpha = paste_alpha(self.size, p.erase, p.inner)
         patch = match_colour(generated, p.crop.pixels, p.erase, p.inner)
         if claimed is not None:
-            alpha = alpha * (1.0 - _claimed_in_crop(claimed, p.crop))
+            alpha = alpha * (1.0 - np.clip(warp_to_crop(claimed.astype(np.float32), p.crop), 0, 1))
         paste_face(image, p.crop, patch, alpha)
 
 
@@ -146,15 +146,6 @@ def match_colour(gen: np.ndarray, src: np.ndarray, erase, inner, band: int = 3) 
     return np.clip(out + 0.5, 0, 255).astype(np.uint8)
 
 
-def _claimed_in_crop(claimed: np.ndarray, crop: Crop) -> np.ndarray:
-    import cv2
-
-    s = crop.scale
-    m = np.array([[s, 0, -crop.box[0] * s + 0.5 * s - 0.5], [0, s, -crop.box[1] * s + 0.5 * s - 0.5]], np.float32)
-    out = cv2.warpAffine(claimed.astype(np.float32), m, (crop.size, crop.size), flags=cv2.INTER_LINEAR, borderValue=0)
-    return np.clip(out, 0, 1)
-
-
 def overlap_free_batches(faces: list[Face]) -> list[list[int]]:
     """Split faces into batches in which no face's crop contains another's face box.
 
@@ -162,22 +153,18 @@ def overlap_free_batches(faces: list[Face]) -> list[list[int]]:
     neighbour waits for a later batch, by which time that neighbour is already
     a new face. Largest faces first.
     """
-    order = sorted(range(len(faces)), key=lambda i: -faces[i].width * faces[i].height)
+    crops = [expand_box(f.box, CROP_GROW, square=True) for f in faces]
+
+    def conflict(i: int, j: int) -> bool:
+        return box_iou(crops[i], faces[j].box) > 0 or box_iou(crops[j], faces[i].box) > 0
+
     batches: list[list[int]] = []
-    for i in order:
-        ci = expand_box(faces[i].box, CROP_GROW, square=True)
-        placed = False
+    for i in sorted(range(len(faces)), key=lambda k: -faces[k].width * faces[k].height):
+        # The first batch with no member in i's crop (or i in theirs).
         for batch in batches:
-            if all(not _overlaps(ci, faces[j].box) and not _overlaps(expand_box(faces[j].box, CROP_GROW, square=True), faces[i].box) for j in batch):
-                # A batch may only run after every earlier batch it depends on:
-                # put i in the first batch where it conflicts with no member.
+            if not any(conflict(i, j) for j in batch):
                 batch.append(i)
-                placed = True
                 break
-        if not placed:
+        else:
             batches.append([i])
     return batches
-
-
-def _overlaps(a, b) -> bool:
-    return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]

@@ -216,6 +216,13 @@ def _pixel_affine(ax: float, ay: float, tx: float, ty: float) -> np.ndarray:
     return np.array([[ax, 0, tx + 0.5 * ax - 0.5], [0, ay, ty + 0.5 * ay - 0.5]], np.float32)
 
 
+def warp_to_crop(image: np.ndarray, crop: Crop) -> np.ndarray:
+    """Resample an image-sized array into `crop`'s pixels (bilinear, 0 outside the image)."""
+    s = crop.scale
+    m = _pixel_affine(s, s, -crop.box[0] * s, -crop.box[1] * s)
+    return cv2.warpAffine(image, m, (crop.size, crop.size), flags=cv2.INTER_LINEAR, borderValue=0)
+
+
 def paste_face(image: np.ndarray, crop: Crop, patch: np.ndarray, alpha: np.ndarray) -> None:
     """Paste a size×size `patch` back where `crop` came from, weighted by `alpha`, in place.
 

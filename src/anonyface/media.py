@@ -121,7 +121,7 @@ def read_image(source: str | os.PathLike | bytes, max_pixels: int = DEFAULT_MAX_
     except Exception as e:  # a broken EXIF block should not stop anonymization
         warnings.warn(f"ignoring unreadable EXIF orientation: {e}")
         upright = im
-    rgb, alpha = _to_rgb(upright)
+    rgb, alpha = to_rgb(upright)
     return Picture(rgb, alpha, upright, fmt, info)
 
 
@@ -145,7 +145,7 @@ def _collect_info(im: Image.Image) -> dict:
     return info
 
 
-def _to_rgb(im: Image.Image) -> tuple[np.ndarray, np.ndarray | None]:
+def to_rgb(im: Image.Image) -> tuple[np.ndarray, np.ndarray | None]:
     """RGB uint8 pixels for the detector, and the alpha channel if there is one."""
     mode = im.mode
     alpha = None
