@@ -10,7 +10,7 @@ when present. For each: frames/s of a decode+encode transcode with the same
 encoder settings (libx264 crf 20 preset medium, yuv420p), of anonyface (blur,
 end to end: decode → detect → track → cover → encode), of deface, latency per
 frame, flicker (frame-to-frame change inside the face regions of the output
-relative to the original's, tracking.FlickerMeter) and, on the made clips,
+relative to the original's, evaluation.flicker.FlickerMeter) and, on the made clips,
 the share of true faces covered in every frame. One run each; numbers go to
 docs/video.md.
 """
@@ -32,13 +32,12 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
-sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import av  # noqa: E402
 
 from anonyface import Anonymizer  # noqa: E402
 from anonyface.geometry import box_iou, expand_box  # noqa: E402
-from anonyface.tracking import FlickerMeter  # noqa: E402
+from anonyface.evaluation.flicker import FlickerMeter  # noqa: E402
 from anonyface.video import VideoOptions, VideoWriter, process_video  # noqa: E402
 
 EVAL = ROOT.parent / "shared" / "data" / "eval"
@@ -128,8 +127,8 @@ def ours(anon, src: Path, dst: Path, boxes, **kw) -> dict:
             ok_all = True
             for gt in boxes[i] if i < len(boxes) else []:
                 hit = any(
-                    box_iou(expand_box(tf.face.box, anon.mask_scale), gt) > 0.3
-                    or _contains(expand_box(tf.face.box, anon.mask_scale), gt)
+                    box_iou(expand_box(tf.face.box, anon.settings.mask_scale), gt) > 0.3
+                    or _contains(expand_box(tf.face.box, anon.settings.mask_scale), gt)
                     for tf in tracked
                 )
                 cover["faces"] += 1
@@ -163,7 +162,7 @@ def _contains(outer, inner) -> bool:
 
 def deface(src: Path, dst: Path) -> dict:
     try:
-        import deface_env
+        from anonyface.evaluation import deface as deface_env
 
         cmd = deface_env.command()
     except Exception as e:

@@ -9,7 +9,7 @@ Measures, for blur mode:
 
     python benchmarks/bench_vs_deface.py [PHOTO_DIR] [-o benchmarks/results]
 
-deface is installed into .bench-envs/deface on first use.
+deface is installed into its own venv on first use (anonyface.evaluation.deface).
 """
 
 from __future__ import annotations
@@ -28,8 +28,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-sys.path.insert(0, str(Path(__file__).parent))
-import deface_env  # noqa: E402
+from anonyface.evaluation import deface as deface_env  # noqa: E402
 
 from anonyface.media import read_image  # noqa: E402
 

@@ -13,14 +13,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
 import cv2
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).parent))
-import deface_env  # noqa: E402
+from anonyface.evaluation import deface as deface_env  # noqa: E402
 
 from anonyface import FaceDetector  # noqa: E402
 from anonyface.geometry import box_iou  # noqa: E402

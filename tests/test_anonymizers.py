@@ -46,7 +46,7 @@ def test_each_method_changes_every_face_and_nothing_far_outside(detector, group,
     out = anon.cover_faces(img, faces)
     outside = np.ones(img.shape[:2], bool)
     for face in faces:
-        region = face_region(face.box, face.landmarks, anon.mask_scale, anon.shape, anon.feather)
+        region = anon.settings.region(face)
         core = _core_mask(img.shape, region)
         changed = np.any(out != img, axis=2)[core].mean()
         assert changed > 0.6, f"{method}: only {changed:.0%} of a {face.width:.0f} px face changed"
@@ -64,11 +64,11 @@ def test_blur_kernel_scales_with_the_face():
     placed_big = photos.paste_head(big, (450, 450), 300)
     small = photos.background(900, 900, seed=5)
     placed_small = photos.paste_head(small, (450, 450), 60)
-    s = CoverSettings("blur")
+    s = CoverSettings()
     for img, p in ((big, placed_big), (small, placed_small)):
-        region = face_region(p.box)
+        region = face_region(p.box, None, s.mask_scale, s.shape, s.feather)
         before = img.copy()
-        cover(img, region, s)
+        cover(img, region, "blur", s)
         core = _core_mask(img.shape, region)
         # Both are blurred beyond recognition relative to their own size.
         assert _detail(img, core, p.width) < 0.3 * _detail(before, core, p.width)
@@ -77,8 +77,8 @@ def test_blur_kernel_scales_with_the_face():
 def test_pixelate_block_count():
     img = photos.background(400, 400, seed=6)
     photos.paste_head(img, (200, 200), 160)
-    region = face_region((120, 120, 280, 280), mask_scale=1.0, feather=0.0, shape="box")
-    cover(img, region, CoverSettings("pixelate", blocks=4))
+    region = face_region((120, 120, 280, 280), None, mask_scale=1.0, shape="box", feather=0.0)
+    cover(img, region, "pixelate", CoverSettings(blocks=4))
     row = img[200, 125:275].astype(int)
     runs = 1 + int(np.count_nonzero(np.any(np.diff(row, axis=0) != 0, axis=-1) if row.ndim > 1 else np.diff(row)))
     assert 3 <= runs <= 6  # about 4 cells across the face
@@ -86,8 +86,8 @@ def test_pixelate_block_count():
 
 def test_solid_fills_with_colour():
     img = photos.background(300, 300)
-    region = face_region((100, 100, 200, 200), feather=0.0)
-    cover(img, region, CoverSettings("solid", color=(255, 0, 10)))
+    region = face_region((100, 100, 200, 200), None, 1.3, "ellipse", feather=0.0)
+    cover(img, region, "solid", CoverSettings(color=(255, 0, 10)))
     assert tuple(img[150, 150]) == (255, 0, 10)
 
 

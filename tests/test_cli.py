@@ -1,10 +1,8 @@
 """The command line, driven as a user would: real files, real exit codes."""
 
 import json
-import os
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest

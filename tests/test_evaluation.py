@@ -9,7 +9,6 @@ small composite, the dlib HOG judge only.
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import cv2
 import numpy as np

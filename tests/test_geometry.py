@@ -41,8 +41,8 @@ def test_region_core_fully_covered_and_feather_outside(shape):
 
 
 def test_face_region_scales_with_mask_scale():
-    small = face_region((0, 0, 100, 100), mask_scale=1.0)
-    big = face_region((0, 0, 100, 100), mask_scale=1.5)
+    small = face_region((0, 0, 100, 100), None, 1.0, "ellipse", 0.1)
+    big = face_region((0, 0, 100, 100), None, 1.5, "ellipse", 0.1)
     assert big.axes[0] == pytest.approx(1.5 * small.axes[0])
 
 

@@ -83,7 +83,7 @@ def test_identity_keeps_the_same_latent(synth, astronaut):
 def test_small_and_uncertain_faces_fall_back(synth, group):
     img, _ = group
     faces = synth.detector.detect(img)
-    small = [f for f in faces if f.width < synth.synth_min_size]
+    small = [f for f in faces if f.width < synth.settings.synth_min_size]
     assert small, "the group photo has faces under the synthesis size"
     out = synth.cover_faces(img, small)
     # pixelated: a handful of flat cells, not a painted face
@@ -98,7 +98,7 @@ def test_failed_synthesis_is_blurred_not_left(generator_path, detector, astronau
             raise RuntimeError("simulated inference failure")
 
     anon = Anonymizer(method="synth", generator=generator_path, detector=detector)
-    anon.generator = Broken(generator_path)
+    anon.strategy.generator = Broken(generator_path)
     out = anon(astronaut)
     x1, y1, x2, y2 = (int(v) for v in photos.ASTRONAUT_FACE)
     assert np.any(out[y1:y2, x1:x2] != astronaut[y1:y2, x1:x2], axis=2).mean() > 0.9

@@ -12,49 +12,88 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from .geometry import Region, blend, clip_box
+from .detection import Face
+from .geometry import Region, blend, clip_box, face_region
 
 METHODS = ("blur", "pixelate", "solid")
 
 
 @dataclass(frozen=True)
 class CoverSettings:
-    """How to cover a face region.
+    """How faces are covered, for every method. The one home of these defaults:
+    the command line, `anonyface live` and the Python API all read them from here.
 
-    `blur_strength`: Gaussian sigma as a fraction of the face's size (0.125 of
-    a 100 px face is a sigma of 12.5 px: eyes, nose and mouth merge into one
-    smudge). `blocks`: mosaic cells across the face's longer side.
-    `color`: RGB fill for `solid`.
+    `mask_scale`: covered area relative to the detected face box (1.3 takes in
+    forehead, chin and cheeks). `shape`: "ellipse" (turns with the eye line) or
+    "box". `feather`: soft margin *outside* the covered area, as a fraction of
+    its size. `blur_strength`: Gaussian sigma as a fraction of the face's size
+    (0.125 of a 100 px face is a sigma of 12.5 px: eyes, nose and mouth merge
+    into one smudge). `blocks`: mosaic cells across the face's longer side.
+    `color`: RGB fill for `solid`. `synth_min_size` / `synth_min_score`: faces
+    smaller (px) or less certain than this are pixelated / blurred instead of
+    painted.
     """
 
-    method: str = "blur"
+    mask_scale: float = 1.3
+    shape: str = "ellipse"
+    feather: float = 0.1
     blur_strength: float = 0.125
     blocks: int = 8
     color: tuple[int, int, int] = (0, 0, 0)
+    synth_min_size: float = 24.0
+    synth_min_score: float = 0.5
 
     def __post_init__(self) -> None:
-        if self.method not in METHODS:
-            raise ValueError(f"unknown covering method {self.method!r}; choose from {', '.join(METHODS)}")
+        if self.shape not in ("ellipse", "box"):
+            raise ValueError("shape must be 'ellipse' or 'box'")
+        if not self.mask_scale > 0:
+            raise ValueError("mask_scale must be positive")
         if self.blocks < 1:
             raise ValueError("blocks must be at least 1")
-        if self.blur_strength <= 0:
+        if not self.blur_strength > 0:
             raise ValueError("blur_strength must be positive")
+        object.__setattr__(self, "feather", max(0.0, self.feather))
+        object.__setattr__(self, "color", tuple(self.color))
+
+    def region(self, face: Face) -> Region:
+        """The area covered for `face`."""
+        return face_region(face.box, face.landmarks, self.mask_scale, self.shape, self.feather)
 
 
-def cover(image: np.ndarray, region: Region, settings: CoverSettings) -> None:
-    """Cover `region` of an RGB uint8 `image` in place with the chosen method."""
+class ClassicCover:
+    """blur / pixelate / solid as a covering strategy: `cover_faces(image, faces, identities)`,
+    the same shape as the generator's `SynthCover`."""
+
+    def __init__(self, method: str, settings: CoverSettings | None = None) -> None:
+        if method not in METHODS:
+            raise ValueError(f"unknown covering method {method!r}; choose from {', '.join(METHODS)}")
+        self.method = method
+        self.settings = settings or CoverSettings()
+
+    def cover_faces(self, image: np.ndarray, faces: list[Face], identities: list[int] | None = None) -> np.ndarray:
+        """A copy of `image` with every face covered (`identities` is ignored: no face is painted)."""
+        out = image.copy()
+        for face in faces:
+            cover(out, self.settings.region(face), self.method, self.settings)
+        return out
+
+
+def cover(image: np.ndarray, region: Region, method: str, settings: CoverSettings) -> None:
+    """Cover `region` of an RGB uint8 `image` in place with `method`."""
     h, w = image.shape[:2]
     x1, y1, x2, y2 = clip_box(region.bounds(), w, h)
     if x2 <= x1 or y2 <= y1:
         return
     alpha = region.alpha(x1, y1, x2, y2)
-    if settings.method == "blur":
+    if method == "blur":
         patch = _blurred(image, region, settings.blur_strength, (x1, y1, x2, y2))
-    elif settings.method == "pixelate":
+    elif method == "pixelate":
         patch = _mosaic(image[y1:y2, x1:x2], region, settings.blocks)
-    else:
+    elif method == "solid":
         patch = np.empty((y2 - y1, x2 - x1, image.shape[2]), image.dtype)
         patch[...] = np.asarray(settings.color, image.dtype)[: image.shape[2]]
+    else:
+        raise ValueError(f"unknown covering method {method!r}")
     blend(image, patch, alpha, x1, y1)
 
 

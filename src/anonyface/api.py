@@ -3,115 +3,89 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field, replace
-from pathlib import Path
+from dataclasses import fields, replace
 from typing import overload
 
 import numpy as np
 from PIL import Image
 
 from .anonymizers import METHODS as COVER_METHODS
-from .anonymizers import CoverSettings, cover
+from .anonymizers import ClassicCover, CoverSettings
 from .detection import DEFAULT_THRESHOLD, Face, FaceDetector
+from .files import FileOptions, FileResult
+from .files import process_file as _process_file
 from .generator import default_model_path as generator_path
-from .geometry import face_region
+from .media import DEFAULT_MAX_PIXELS, Picture, to_pil, to_rgb
 
 #: Every method: "synth" paints a new face, the others cover the face.
 METHODS = ("synth", *COVER_METHODS)
 #: Paint new faces when the generator's weights are installed (they ship with
 #: the package); blur where they have been removed.
 DEFAULT_METHOD = "synth" if generator_path().exists() else "blur"
-from .media import DEFAULT_MAX_PIXELS, Picture, encode_image, format_for, read_image, to_pil, write_atomic
 
-
-@dataclass
-class FileResult:
-    """What happened to one photo: where it went and which faces were covered."""
-
-    source: str
-    output: str | None
-    faces: list[Face] = field(default_factory=list)
-    size: tuple[int, int] | None = None
-    error: str | None = None
-
-    def to_dict(self) -> dict:
-        return {
-            "file": self.source,
-            "output": self.output,
-            "width": self.size[0] if self.size else None,
-            "height": self.size[1] if self.size else None,
-            "faces": [f.to_dict() for f in self.faces],
-            "error": self.error,
-        }
+_SETTINGS = {f.name for f in fields(CoverSettings)}
 
 
 class Anonymizer:
     """Detects and covers every face; load once, call many times.
 
     >>> anon = Anonymizer()                    # synth: paints a face of nobody
-    >>> anon = Anonymizer(method="pixelate")
+    >>> anon = Anonymizer(method="pixelate", blocks=6)
     >>> out = anon.anonymize(rgb_array)        # numpy RGB (or BGR with bgr=True)
     >>> out = anon.anonymize(Image.open(p))    # PIL in, PIL out (same mode)
+
+    Covering options (`mask_scale`, `shape`, `feather`, `blur_strength`,
+    `blocks`, `color`, `synth_min_size`, `synth_min_score`) are the fields of
+    `CoverSettings`, with its defaults. The method is a strategy with one shape,
+    `cover_faces(image, faces, identities)`: `SynthCover` paints, `ClassicCover`
+    blurs, pixelates or fills; this class only picks one and detects.
     """
 
     def __init__(
         self,
         method: str = DEFAULT_METHOD,
         threshold: float = DEFAULT_THRESHOLD,
-        mask_scale: float = 1.3,
-        shape: str = "ellipse",
-        feather: float = 0.1,
-        blocks: int = 8,
-        color: tuple[int, int, int] = (0, 0, 0),
-        blur_strength: float = 0.125,
         seed: int | None = None,
-        synth_min_size: float = 24.0,
-        synth_min_score: float = 0.5,
         generator: str | os.PathLike | None = None,
         detector: FaceDetector | None = None,
         max_pixels: int = DEFAULT_MAX_PIXELS,
+        settings: CoverSettings | None = None,
+        **options,
     ) -> None:
-        if method not in METHODS:
-            raise ValueError(f"unknown method {method!r}; choose from {', '.join(METHODS)}")
-        if shape not in ("ellipse", "box"):
-            raise ValueError("shape must be 'ellipse' or 'box'")
-        if mask_scale <= 0:
-            raise ValueError("mask_scale must be positive")
-        self.settings = CoverSettings("blur", blur_strength, blocks, tuple(color))
+        unknown = set(options) - _SETTINGS
+        if unknown:
+            raise TypeError(f"unknown option(s) {', '.join(sorted(unknown))}; covering options are {', '.join(sorted(_SETTINGS))}")
+        self.settings = replace(settings or CoverSettings(), **options)
         self.seed = seed
-        self.synth_min_size = synth_min_size
-        self.synth_min_score = synth_min_score
-        self.generator = None
-        self._generator_model = generator
-        self.set_method(method)
-        self._rng = np.random.default_rng(seed)
-        self.identity_base = int(seed) if seed is not None else int(np.random.default_rng().integers(2**31))
-        self.mask_scale = mask_scale
-        self.shape = shape
-        self.feather = max(0.0, feather)
         self.max_pixels = max_pixels
+        self._generator_model = generator
+        self._strategies: dict = {}
+        self.set_method(method)
         self.detector = detector or FaceDetector(threshold=threshold)
 
     @property
     def method(self) -> str:
-        return self._method
+        return self.strategy.method
 
     def set_method(self, method: str) -> None:
         """Switch method on a loaded Anonymizer (live video); the generator is
-        loaded the first time "synth" is chosen and kept."""
+        loaded the first time "synth" is chosen and kept, with its identities."""
         if method not in METHODS:
             raise ValueError(f"unknown method {method!r}; choose from {', '.join(METHODS)}")
-        if method == "synth" and self.generator is None:
-            from .generator import FaceGenerator
+        if method not in self._strategies:
+            if method == "synth":
+                from .generator import FaceGenerator, SynthCover
 
-            self.generator = FaceGenerator(self._generator_model)
-        if method != "synth":
-            self.settings = replace(self.settings, method=method)
-        self._method = method
+                self._strategies[method] = SynthCover(FaceGenerator(self._generator_model), self.settings, self.seed)
+            else:
+                self._strategies[method] = ClassicCover(method, self.settings)
+        self.strategy = self._strategies[method]
 
     def reroll(self) -> None:
         """New fake identities for every person from now on (live video: a key press)."""
-        self.identity_base = int(np.random.default_rng().integers(2**31))
+        synth = self._strategies.get("synth")
+        if synth is not None:
+            synth.reroll()
 
     def detect(self, image: np.ndarray | Image.Image) -> list[Face]:
         """Faces in an RGB image (numpy or PIL)."""
@@ -125,64 +99,7 @@ class Anonymizer:
         fake face the same across calls; covering methods that paint no face
         ignore it.
         """
-        out = rgb.copy()
-        if self._method != "synth":
-            for face in faces:
-                self._cover(out, face, self.settings)
-            return out
-        return self._synthesize(out, faces, identities)
-
-    def _cover(self, image: np.ndarray, face: Face, settings: CoverSettings) -> None:
-        region = face_region(face.box, face.landmarks, self.mask_scale, self.shape, self.feather)
-        cover(image, region, settings)
-
-    def _latents(self, n: int, identities: list[int] | None) -> np.ndarray:
-        zdim = self.generator.zdim
-        if identities is None:
-            return self._rng.standard_normal((n, zdim)).astype(np.float32)
-        return np.stack(
-            [np.random.default_rng((self.identity_base, int(k))).standard_normal(zdim) for k in identities]
-        ).astype(np.float32)
-
-    def _synthesize(self, out: np.ndarray, faces: list[Face], identities: list[int] | None) -> np.ndarray:
-        """Paint a new face over each face; fall back to covering where synthesis
-        would be poor or unsure: pixelate faces too small to paint, blur
-        uncertain detections and any face whose synthesis fails."""
-        from .generator import overlap_free_batches
-
-        gen = self.generator
-        pixelate = CoverSettings("pixelate", self.settings.blur_strength, self.settings.blocks, self.settings.color)
-        blur = CoverSettings("blur", self.settings.blur_strength, self.settings.blocks, self.settings.color)
-        todo = []
-        for i, f in enumerate(faces):
-            if min(f.width, f.height) < self.synth_min_size:
-                self._cover(out, f, pixelate)
-            elif f.score < self.synth_min_score:
-                self._cover(out, f, blur)
-            else:
-                todo.append(i)
-        if not todo:
-            return out
-        ids = [identities[i] for i in todo] if identities is not None else None
-        z_all = self._latents(len(todo), ids)
-        claimed = np.zeros(out.shape[:2], bool)
-        subset = [faces[i] for i in todo]
-        for batch in overlap_free_batches(subset):
-            try:
-                prepared = [gen.prepare(out, subset[k]) for k in batch]
-                crops = gen.generate(prepared, z_all[batch])
-            except Exception:  # fail closed: a face we cannot paint is blurred, never left
-                for k in batch:
-                    self._cover(out, subset[k], blur)
-                continue
-            for k, p, c in zip(batch, prepared, crops):
-                gen.paste(out, p, c, claimed)
-                ex = p.crop.to_image(np.array([[p.erase[0], p.erase[1]], [p.erase[2], p.erase[3]]], np.float32))
-                h, w = claimed.shape
-                x1, y1 = max(0, int(ex[0, 0])), max(0, int(ex[0, 1]))
-                x2, y2 = min(w, int(np.ceil(ex[1, 0]))), min(h, int(np.ceil(ex[1, 1])))
-                claimed[y1:y2, x1:x2] = True
-        return out
+        return self.strategy.cover_faces(rgb, faces, identities)
 
     @overload
     def anonymize(self, image: np.ndarray, bgr: bool = False) -> np.ndarray: ...
@@ -214,30 +131,15 @@ class Anonymizer:
         overwrite_input: bool = False,
         quality: int = 95,
     ) -> FileResult:
-        """Anonymize one photo file into `output`, atomically. Raises on failure, and then
-        nothing is written."""
-        src, dst = Path(source), Path(output)
-        if not overwrite_input and dst.exists() and _same_file(src, dst):
-            raise ValueError("output would overwrite the input (use --in-place to allow it)")
-        picture = read_image(src, self.max_pixels)
-        img, faces = self.process_picture(picture)
-        fmt = format_for(dst) or picture.format
-        write_atomic(dst, encode_image(img, fmt, picture.info, keep_metadata, quality))
-        return FileResult(str(src), str(dst), faces, picture.size)
-
-
-def _same_file(a: Path, b: Path) -> bool:
-    try:
-        return os.path.samefile(a, b)
-    except OSError:
-        return False
+        """Anonymize one photo or video file into `output`, atomically. Raises on failure,
+        and then nothing is written (`anonyface.files` has the options for video)."""
+        opts = FileOptions(keep_metadata=keep_metadata, overwrite_input=overwrite_input, quality=quality)
+        return _process_file(self, source, output, opts)
 
 
 def _as_rgb(image, bgr: bool):
     """(RGB uint8 array, function that turns an RGB result back into the caller's type)."""
     if isinstance(image, Image.Image):
-        from .media import to_rgb
-
         src = image
         rgb, alpha = to_rgb(src)
         picture = Picture(rgb, alpha, src, "PNG")
@@ -271,7 +173,7 @@ def anonymize(image, method: str = DEFAULT_METHOD, bgr: bool = False, **options)
     Models are loaded on first use and kept for later calls with the same options.
     Options are those of `Anonymizer` (threshold, mask_scale, shape, blocks, ...).
     """
-    key = (method, tuple(sorted(options.items())))
+    key = (method, tuple(sorted((k, tuple(v) if isinstance(v, list) else v) for k, v in options.items())))
     anon = _cache.get(key)
     if anon is None:
         anon = _cache[key] = Anonymizer(method=method, **options)

@@ -13,13 +13,14 @@ import math
 import os
 import warnings
 from dataclasses import dataclass, field
-from importlib import resources
 from pathlib import Path
 
 import cv2
 import numpy as np
 
-from .geometry import Box
+from .geometry import Box, box_intersection
+from .runtime import model_path as bundled_model
+from .runtime import open_session
 
 MODEL_FILE = "retinaface_mobilenet.onnx"
 
@@ -63,7 +64,7 @@ class Face:
 
 
 def model_path() -> Path:
-    return Path(str(resources.files("anonyface") / "models" / MODEL_FILE))
+    return bundled_model(MODEL_FILE)
 
 
 class FaceDetector:
@@ -90,8 +91,6 @@ class FaceDetector:
         providers: list[str] | None = None,
         threads: int | None = None,
     ) -> None:
-        import onnxruntime as ort
-
         if not 0.0 <= threshold <= 1.0:
             raise ValueError(f"threshold must be in [0, 1], got {threshold}")
         if threshold < MODEL_MIN_SCORE:
@@ -100,15 +99,7 @@ class FaceDetector:
         self.max_size = max_size
         self.tile_size = max(tile_size, max_size)
         self.overlap = overlap
-        opts = ort.SessionOptions()
-        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        if threads:
-            opts.intra_op_num_threads = threads
-        opts.log_severity_level = 3
-        path = str(model or model_path())
-        self.session = ort.InferenceSession(
-            path, opts, providers=providers or ["CPUExecutionProvider"]
-        )
+        self.session = open_session(model or model_path(), threads, providers)
         self.input_name = self.session.get_inputs()[0].name
 
     # -- one forward pass -------------------------------------------------
@@ -220,9 +211,7 @@ def merge_detections(rows: np.ndarray, iou: float = 0.4, containment: float = 0.
     for i in range(len(rows)):
         dup = False
         for j in keep:
-            ix = max(0.0, min(rows[i, 2], rows[j, 2]) - max(rows[i, 0], rows[j, 0]))
-            iy = max(0.0, min(rows[i, 3], rows[j, 3]) - max(rows[i, 1], rows[j, 1]))
-            inter = ix * iy
+            inter = box_intersection(rows[i, :4], rows[j, :4])
             union = areas[i] + areas[j] - inter
             small = min(areas[i], areas[j])
             if (union > 0 and inter / union >= iou) or (small > 0 and inter / small >= containment):

@@ -12,19 +12,20 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 
 import numpy as np
 
+from .anonymizers import CoverSettings, cover
 from .detection import Face
 from .geometry import CROP_GROW, Crop, box_iou, crop_face, erase_box, expand_box, paste_face, warp_to_crop
+from .runtime import model_path, open_session
 
 MODEL_FILE = "generator.onnx"
 
 
 def default_model_path() -> Path:
-    return Path(str(resources.files("anonyface") / "models" / MODEL_FILE))
+    return model_path(MODEL_FILE)
 
 
 class GeneratorUnavailable(RuntimeError):
@@ -45,20 +46,13 @@ class FaceGenerator:
     """Paints new faces for a batch of detected faces of one image."""
 
     def __init__(self, model: str | os.PathLike | None = None, threads: int | None = None) -> None:
-        import onnxruntime as ort
-
         path = Path(model or default_model_path())
         if not path.exists():
             raise GeneratorUnavailable(
                 f"no generator weights at {path}; use a covering method (blur, pixelate, solid)"
             )
-        opts = ort.SessionOptions()
-        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        opts.log_severity_level = 3
-        if threads:
-            opts.intra_op_num_threads = threads
         try:
-            self.session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+            self.session = open_session(path, threads)
         except Exception as e:  # a damaged file must not crash a batch later
             raise GeneratorUnavailable(f"cannot load generator {path}: {e}") from None
         meta = self.session.get_modelmeta().custom_metadata_map
@@ -67,7 +61,7 @@ class FaceGenerator:
         self.path = path
 
     def prepare(self, image: np.ndarray, face: Face) -> Prepared:
-        crop = crop_face(image, face.box, self.size, CROP_GROW)
+        crop = crop_face(image, face.box, self.size)
         ex = erase_box(crop, face.box)
         b = crop.to_crop(np.array([[face.box[0], face.box[1]], [face.box[2], face.box[3]]]))
         inner = (int(np.floor(b[0, 0])), int(np.floor(b[0, 1])), int(np.ceil(b[1, 0])), int(np.ceil(b[1, 1])))
@@ -168,3 +162,79 @@ def overlap_free_batches(faces: list[Face]) -> list[list[int]]:
         else:
             batches.append([i])
     return batches
+
+
+class SynthCover:
+    """Painting new faces as a covering strategy: `cover_faces(image, faces, identities)`,
+    the same shape as `anonymizers.ClassicCover`.
+
+    Owns how synthesis falls back (faces too small to paint are pixelated,
+    uncertain detections blurred, and a face whose synthesis fails is blurred:
+    never left), which faces are generated together (`overlap_free_batches`),
+    the claim mask (no painted face is overwritten by a later one) and the
+    latents: one per identity (a video track keeps its fake face), drawn from
+    (`identity_base`, identity), so `reroll` gives every person a new face.
+    """
+
+    method = "synth"
+
+    def __init__(self, generator: FaceGenerator, settings: CoverSettings | None = None, seed: int | None = None) -> None:
+        self.generator = generator
+        self.settings = settings or CoverSettings()
+        self._rng = np.random.default_rng(seed)
+        self.identity_base = int(seed) if seed is not None else int(np.random.default_rng().integers(2**31))
+
+    def reroll(self) -> None:
+        """New fake identities for every person from now on (live video: a key press)."""
+        self.identity_base = int(np.random.default_rng().integers(2**31))
+
+    def latents(self, n: int, identities: list[int] | None) -> np.ndarray:
+        zdim = self.generator.zdim
+        if identities is None:
+            return self._rng.standard_normal((n, zdim)).astype(np.float32)
+        return np.stack(
+            [np.random.default_rng((self.identity_base, int(k))).standard_normal(zdim) for k in identities]
+        ).astype(np.float32)
+
+    def _fallback(self, image: np.ndarray, face: Face, method: str) -> None:
+        cover(image, self.settings.region(face), method, self.settings)
+
+    def cover_faces(self, image: np.ndarray, faces: list[Face], identities: list[int] | None = None) -> np.ndarray:
+        """A copy of `image` with a new face painted over each of `faces` (or covered, see above)."""
+        out = image.copy()
+        todo = []
+        for i, f in enumerate(faces):
+            if min(f.width, f.height) < self.settings.synth_min_size:
+                self._fallback(out, f, "pixelate")
+            elif f.score < self.settings.synth_min_score:
+                self._fallback(out, f, "blur")
+            else:
+                todo.append(i)
+        if not todo:
+            return out
+        ids = [identities[i] for i in todo] if identities is not None else None
+        z_all = self.latents(len(todo), ids)
+        claimed = np.zeros(out.shape[:2], bool)
+        subset = [faces[i] for i in todo]
+        gen = self.generator
+        for batch in overlap_free_batches(subset):
+            try:
+                prepared = [gen.prepare(out, subset[k]) for k in batch]
+                crops = gen.generate(prepared, z_all[batch])
+            except Exception:  # fail closed: a face we cannot paint is blurred, never left
+                for k in batch:
+                    self._fallback(out, subset[k], "blur")
+                continue
+            for p, c in zip(prepared, crops):
+                gen.paste(out, p, c, claimed)
+                _claim(claimed, p)
+        return out
+
+
+def _claim(claimed: np.ndarray, p: Prepared) -> None:
+    """Mark `p`'s erased area (image pixels) as repainted."""
+    ex = p.crop.to_image(np.array([[p.erase[0], p.erase[1]], [p.erase[2], p.erase[3]]], np.float32))
+    h, w = claimed.shape
+    x1, y1 = max(0, int(ex[0, 0])), max(0, int(ex[0, 1]))
+    x2, y2 = min(w, int(np.ceil(ex[1, 0]))), min(h, int(np.ceil(ex[1, 1])))
+    claimed[y1:y2, x1:x2] = True

@@ -47,10 +47,15 @@ def clip_box(box: Box, width: int, height: int) -> tuple[int, int, int, int]:
     return x1, y1, max(x1, x2), max(y1, y2)
 
 
-def box_iou(a: Box, b: Box) -> float:
+def box_intersection(a: Box, b: Box) -> float:
+    """Area shared by two boxes."""
     ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
     iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    inter = ix * iy
+    return ix * iy
+
+
+def box_iou(a: Box, b: Box) -> float:
+    inter = box_intersection(a, b)
     union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
     return inter / union if union > 0 else 0.0
 
@@ -112,17 +117,11 @@ class Region:
         return np.clip((1.0 + self.feather - d) / self.feather, 0.0, 1.0).astype(np.float32)
 
 
-def face_region(
-    box: Box,
-    landmarks: np.ndarray | None = None,
-    mask_scale: float = 1.3,
-    shape: str = "ellipse",
-    feather: float = 0.1,
-) -> Region:
+def face_region(box: Box, landmarks: np.ndarray | None, mask_scale: float, shape: str, feather: float) -> Region:
     """The region to cover for one detected face.
 
-    RetinaFace boxes run from the brows to the chin; `mask_scale` 1.3 grows
-    that to take in forehead, chin and cheeks. The ellipse follows the roll of
+    RetinaFace boxes run from the brows to the chin; a `mask_scale` of 1.3
+    (`CoverSettings`' default) grows that to take in forehead, chin and cheeks. The ellipse follows the roll of
     the eye line, so tilted heads stay covered.
     """
     w, h = box_size(box)
@@ -176,14 +175,14 @@ class Crop:
         return np.asarray(points, np.float32) / self.scale + np.array(self.box[:2], np.float32)
 
 
-def crop_face(image: np.ndarray, box: Box, size: int, grow: float = 1.7, pad_value: int = 0) -> Crop:
+def crop_face(image: np.ndarray, box: Box, size: int, grow: float | None = None, pad_value: int = 0) -> Crop:
     """Square crop of side `grow`×(longer side of `box`) around the face, resized to `size`.
 
     Used identically by the dataset builder and at inference, so the generator
     sees the same framing in both. Parts outside the image are filled with
     `pad_value` and marked in `valid`.
     """
-    sq = expand_box(box, grow, square=True)
+    sq = expand_box(box, CROP_GROW if grow is None else grow, square=True)
     h, w = image.shape[:2]
     x1, y1, x2, y2 = clip_box((sq[0] - 1, sq[1] - 1, sq[2] + 1, sq[3] + 1), w, h)
     s = size / (sq[2] - sq[0])

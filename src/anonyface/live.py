@@ -15,18 +15,20 @@ from __future__ import annotations
 
 import argparse
 import os
-import queue
 import sys
-import threading
 import time
 from fractions import Fraction
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 
-
 from .api import DEFAULT_METHOD, METHODS
+from .cli import add_tracking_arguments, tracking_options
 from .detection import DEFAULT_THRESHOLD
+from .media import AtomicPath
+from .streams import Producer
+from .video import FrameProcessor
 
 
 class LiveError(Exception):
@@ -43,9 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", metavar="FILE", help="also record the anonymized video here")
     p.add_argument("-m", "--method", choices=METHODS, default=DEFAULT_METHOD, help="synth paints a new face, blur/pixelate/solid cover it (default: %(default)s)")
     p.add_argument("-t", "--threshold", type=float, default=DEFAULT_THRESHOLD, metavar="T", help="detection score (default: %(default)s)")
-    p.add_argument("--detect-every", type=int, default=2, metavar="N", help="run the detector on every N-th frame, track in between (default: %(default)s)")
-    p.add_argument("--detect-size", type=int, metavar="PX", help="long side of the fast detection pass (default: a third of the frame's, at least 320)")
-    p.add_argument("--fine-every", type=int, default=3, metavar="K", help="every K-th detection pass at full resolution, for small faces; 0 never (default: %(default)s)")
+    add_tracking_arguments(p, lookback=False)  # real time: no frames held back
     p.add_argument("--size", metavar="WxH", default="640x480", help="camera capture size (default: %(default)s)")
     p.add_argument("--fps", type=float, default=30, help="camera frame rate asked for, and of the virtual camera (default: %(default)s)")
     p.add_argument("--virtual-camera", action="store_true", help="publish to a virtual camera (pyvirtualcam)")
@@ -165,9 +165,6 @@ def open_virtual_camera(width: int, height: int, fps: float, device: str | None)
 # -- the loop --------------------------------------------------------------------------
 
 
-_END = object()
-
-
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
@@ -180,171 +177,179 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
+def _frames(container, stream) -> Iterator[tuple[np.ndarray, int | None, float]]:
+    """(upright RGB, pts, time it was decoded) for every frame of `stream`."""
+    from .video import frame_rgb
+
+    for frame in container.decode(stream):
+        yield frame_rgb(frame), frame.pts, time.perf_counter()
+
+
+class _Recorder:
+    """`--output`: the anonymized frames, encoded to a temporary file renamed into place
+    at the end. Every recorded frame is anonymized, so what was recorded is kept even
+    when the source fails later."""
+
+    def __init__(self, path: str, rate: Fraction, time_base: Fraction, is_camera: bool) -> None:
+        self.path, self.rate, self.is_camera = Path(path), rate, is_camera
+        self.time_base = time_base if not is_camera else Fraction(1, 1000)
+        self.out: AtomicPath | None = None
+        self.writer = None
+        self.t_start = time.perf_counter()
+
+    def write(self, rgb: np.ndarray, pts: int | None) -> None:
+        from .video import VideoWriter
+
+        if self.writer is None:
+            self.out = AtomicPath(self.path)
+            h, w = rgb.shape[:2]
+            self.writer = VideoWriter(self.out.tmp, w, h, self.rate, self.time_base, preset="veryfast")
+        if self.is_camera:
+            self.writer.write(rgb, int((time.perf_counter() - self.t_start) * 1000), Fraction(1, 1000))
+        else:
+            self.writer.write(rgb, pts, self.time_base)
+
+    def close(self, keep: bool) -> None:
+        if self.writer is None:
+            return
+        try:
+            if keep:
+                self.writer.close()
+                self.out.commit()
+            else:
+                self.writer.abort()
+        except Exception:
+            self.writer.abort()
+        finally:
+            self.out.discard()
+
+
+class _Session:
+    """What one `anonyface live` run holds: the anonymizer, the tracks, and where the
+    frames go (preview window, virtual camera, recording)."""
+
+    def __init__(self, args, anon, tracking, rate: Fraction, time_base: Fraction, is_camera: bool) -> None:
+        self.args, self.anon = args, anon
+        self.proc = FrameProcessor(anon, tracking)
+        self.quit = False
+        self.cam = None
+        self.recorder = _Recorder(args.output, rate, time_base, is_camera) if args.output else None
+        self.preview = None if args.no_preview else _open_preview(self.on_key)
+
+    def on_key(self, key: str) -> None:
+        if key in ("q", "Escape"):
+            self.quit = True
+        elif key == "m":
+            methods = list(METHODS)
+            i = (methods.index(self.anon.method) + 1) % len(methods)
+            self.anon.set_method(methods[i])
+        elif key == "r":
+            self.anon.reroll()
+
+    @property
+    def done(self) -> bool:
+        return self.quit or (self.preview is not None and self.preview.closed)
+
+    def process(self, rgb: np.ndarray, pts: int | None, t: float) -> None:
+        tracked, _ = self.proc.track(rgb, t)
+        out = self.proc.cover(rgb, tracked)
+        if self.args.virtual_camera and self.cam is None:
+            h, w = rgb.shape[:2]
+            self.cam = open_virtual_camera(w, h, self.args.fps, self.args.virtual_device)
+            print(f"anonyface live: publishing to virtual camera {self.cam.device}", file=sys.stderr)
+        if self.cam is not None:
+            self.cam.send(out)
+        if self.recorder is not None:
+            self.recorder.write(out, pts)
+        if self.preview is not None:
+            self.preview.show(out, f"{self.anon.method} — m: method, r: re-roll, q: quit")
+
+    def close(self, keep_recording: bool) -> None:
+        if self.recorder is not None:
+            self.recorder.close(keep_recording)
+        if self.cam is not None:
+            self.cam.close()
+        if self.preview is not None:
+            self.preview.close()
+
+
+def _open_preview(on_key) -> Preview | None:
+    ok, why = preview_available()
+    if ok:
+        try:
+            return Preview("anonyface live", on_key)
+        except Exception as e:
+            why = f"cannot open a window ({e})"
+    print(f"anonyface live: {why}: no preview (use --output or --virtual-camera to see the result)", file=sys.stderr)
+    return None
+
+
 def run(args) -> int:
     import av
 
     from .api import Anonymizer
-    from .video import FrameProcessor, VideoWriter, frame_rgb, temp_path_for
 
-    if args.detect_every < 1 or args.max_frames is not None and args.max_frames < 1:
-        raise LiveError("--detect-every and --max-frames must be at least 1")
+    if args.max_frames is not None and args.max_frames < 1:
+        raise LiveError("--max-frames must be at least 1")
+    try:
+        tracking = tracking_options(args)
+    except ValueError as e:
+        raise LiveError(str(e).replace("detect_every", "--detect-every").replace("detect_size", "--detect-size")) from None
     try:
         anon = Anonymizer(method=args.method, threshold=args.threshold)
     except Exception as e:
         raise LiveError(f"cannot load the face detector: {e}") from None
     container, is_camera = open_source(args.source, args.size, args.fps)
+    if not container.streams.video:
+        container.close()
+        raise LiveError(f"{args.source}: no video stream")
     stream = container.streams.video[0]
     stream.thread_type = "AUTO"
     tb = stream.time_base
     rate = stream.average_rate or stream.guessed_rate or Fraction(args.fps).limit_denominator(1001)
-
-    proc = FrameProcessor(anon, args.detect_every, args.detect_size, args.fine_every, max_missed=5)
-    methods = list(METHODS)
-    state = {"quit": False}
-
-    def on_key(key: str) -> None:
-        if key in ("q", "Escape"):
-            state["quit"] = True
-        elif key == "m":
-            i = (methods.index(anon.method) + 1) % len(methods) if anon.method in methods else 0
-            set_method(anon, methods[i])
-        elif key == "r":
-            proc.reroll()
-
-    preview = None
-    if not args.no_preview:
-        ok, why = preview_available()
-        if ok:
-            try:
-                preview = Preview("anonyface live", on_key)
-            except Exception as e:
-                why = f"cannot open a window ({e})"
-        if preview is None:
-            print(f"anonyface live: {why}: no preview (use --output or --virtual-camera to see the result)", file=sys.stderr)
-
-    # Decode in a thread. A camera keeps only the newest frame (never fall behind
-    # real time); a file hands over every frame.
-    frames: queue.Queue = queue.Queue(maxsize=1 if is_camera else 8)
-    stop = threading.Event()
-    errors: list[BaseException] = []
-
-    def read() -> None:
-        try:
-            for frame in container.decode(stream):
-                if stop.is_set():
-                    return
-                item = (frame_rgb(frame), frame.pts, time.perf_counter())
-                if is_camera:
-                    try:
-                        frames.get_nowait()  # drop the stale frame
-                    except queue.Empty:
-                        pass
-                    frames.put(item)
-                else:
-                    while not stop.is_set():
-                        try:
-                            frames.put(item, timeout=0.1)
-                            break
-                        except queue.Full:
-                            pass
-        except BaseException as e:
-            errors.append(e)
-        finally:
-            while True:
-                try:
-                    frames.put(_END, timeout=0.1)
-                    break
-                except queue.Full:
-                    if stop.is_set():
-                        break
-
-    reader = threading.Thread(target=read, name="anonyface-live-decode", daemon=True)
-    reader.start()
-
-    cam = writer = None
-    tmp = out_path = None
-    n = 0
-    first_pts = None
-    latencies: list[float] = []
+    session = _Session(args, anon, tracking, rate, tb, is_camera)
+    # A camera keeps only the newest frame (never fall behind real time); a file hands over every frame.
+    reader = Producer(_frames(container, stream), latest_only=is_camera, name="anonyface-live-decode").start()
+    n, first_pts, latencies = 0, None, []
     t_start = time.perf_counter()
-    ok = False
     try:
-        while not state["quit"] and not (preview is not None and preview.closed):
+        while not session.done:
             try:
-                item = frames.get(timeout=10)
-            except queue.Empty:
-                raise LiveError("no frames from the source for 10 s") from None
-            if item is _END:
+                rgb, pts, t_in = reader.get(timeout=10)
+            except StopIteration:
                 break
-            rgb, pts, t_in = item
-            h, w = rgb.shape[:2]
+            except TimeoutError:
+                raise LiveError("no frames from the source for 10 s") from None
+            except EOFError:
+                break
+            except av.FFmpegError as e:
+                raise LiveError(f"source failed: {e}") from None
             if pts is not None and first_pts is None:
                 first_pts = pts
             t = float((pts - first_pts) * tb) if pts is not None and tb else n / float(rate)
-            tracked, _ = proc.track(rgb, t)
-            out = proc.cover(rgb, tracked)
-            if args.virtual_camera and cam is None:
-                cam = open_virtual_camera(w, h, args.fps, args.virtual_device)
-                print(f"anonyface live: publishing to virtual camera {cam.device}", file=sys.stderr)
-            if cam is not None:
-                cam.send(out)
-            if args.output:
-                if writer is None:
-                    out_path = Path(args.output)
-                    out_path.parent.mkdir(parents=True, exist_ok=True)
-                    tmp = temp_path_for(out_path)
-                    writer = VideoWriter(tmp, w, h, rate, tb if not is_camera else Fraction(1, 1000), preset="veryfast")
-                if is_camera:
-                    writer.write(out, int((time.perf_counter() - t_start) * 1000), Fraction(1, 1000))
-                else:
-                    writer.write(out, None if pts is None else pts - first_pts, tb)
+            session.process(rgb, None if pts is None else pts - first_pts, t)
             latencies.append(time.perf_counter() - t_in)
             n += 1
-            if preview is not None:
-                preview.show(out, f"{anon.method} — m: method, r: re-roll, q: quit")
             if not args.quiet and n % 30 == 0:
                 fps = n / (time.perf_counter() - t_start)
                 print(f"\ranonyface live: {n} frames, {fps:.1f} frames/s, latency {1000 * np.mean(latencies[-30:]):.0f} ms ", end="", file=sys.stderr)
             if args.max_frames and n >= args.max_frames:
                 break
-        if errors and not isinstance(errors[0], (EOFError,)):
-            e = errors[0]
-            if isinstance(e, av.FFmpegError):
-                raise LiveError(f"source failed: {e}")
-            raise e
         if n == 0:
             raise LiveError("the source gave no frames")
-        ok = True
     finally:
-        stop.set()
-        if writer is not None:
-            if ok or n > 0:
-                try:
-                    writer.close()  # every recorded frame is anonymized: keep what was recorded
-                    os.replace(tmp, out_path)
-                except Exception:
-                    writer.abort()
-            else:
-                writer.abort()
-        if tmp is not None and tmp.exists():
-            tmp.unlink()
-        if cam is not None:
-            cam.close()
-        if preview is not None:
-            preview.close()
-        reader.join(timeout=2)
+        reader.close(timeout=2)
+        session.close(keep_recording=n > 0)
         container.close()
     if not args.quiet:
-        el = time.perf_counter() - t_start
-        lat = np.array(latencies) * 1000
-        print(
-            f"\ranonyface live: {n} frames in {el:.1f} s ({n / el:.1f} frames/s), latency mean {lat.mean():.0f} ms, "
-            f"p95 {np.percentile(lat, 95):.0f} ms" + (f", recorded to {args.output}" if args.output else ""),
-            file=sys.stderr,
-        )
+        _summary(n, time.perf_counter() - t_start, latencies, args.output)
     return 0
 
 
-def set_method(anon, method: str) -> None:
-    """Switch the method of a running Anonymizer (a key press in the preview)."""
-    anon.set_method(method)
+def _summary(n: int, seconds: float, latencies: list[float], output: str | None) -> None:
+    lat = np.array(latencies) * 1000
+    print(
+        f"\ranonyface live: {n} frames in {seconds:.1f} s ({n / seconds:.1f} frames/s), latency mean {lat.mean():.0f} ms, "
+        f"p95 {np.percentile(lat, 95):.0f} ms" + (f", recorded to {output}" if output else ""),
+        file=sys.stderr,
+    )

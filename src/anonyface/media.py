@@ -247,21 +247,42 @@ def encode_image(
     return buf.getvalue()
 
 
+#: Temporary outputs are named `.{stem}.{random}.anonyface-tmp{suffix}` beside the target.
+TEMP_MARK = ".anonyface-tmp"
+
+
+class AtomicPath:
+    """A temporary file beside `path` for a writer that needs a file name (a video
+    encoder picks the container by its suffix, which is kept): `commit()` renames it
+    over `path` at once, `discard()` removes it. The output exists whole or not at all."""
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{self.path.stem}.", suffix=f"{TEMP_MARK}{self.path.suffix}", dir=self.path.parent)
+        os.close(fd)
+        self.tmp = Path(tmp)
+
+    def commit(self) -> None:
+        os.chmod(self.tmp, 0o644)
+        os.replace(self.tmp, self.path)
+
+    def discard(self) -> None:
+        try:
+            self.tmp.unlink()
+        except FileNotFoundError:
+            pass
+
+
 def write_atomic(path: str | os.PathLike, data: bytes) -> None:
     """Write `data` to `path` so that the file is either complete or not there at all."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+    out = AtomicPath(path)
     try:
-        with os.fdopen(fd, "wb") as f:
+        with open(out.tmp, "wb") as f:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
+        out.commit()
     except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
+        out.discard()
         raise

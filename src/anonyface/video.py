@@ -18,22 +18,22 @@ detection and the output is written upright, with no rotation tag.
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import os
-import queue
 import sys
 import threading
 import time
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import cv2
 import numpy as np
 
 from .detection import Face
+from .media import AtomicPath
+from .streams import Consumer, Producer
 from .tracking import FaceTracker, Lookback, TrackedFace
 
 VIDEO_EXTENSIONS = frozenset({".mp4", ".mov", ".mkv", ".webm", ".avi", ".m4v"})
@@ -44,17 +44,13 @@ VIDEO_EXTENSIONS = frozenset({".mp4", ".mov", ".mkv", ".webm", ".avi", ".m4v"})
 _NEUTRAL_STREAM_TAGS = ("language",)
 
 
-def is_video(path: str | os.PathLike) -> bool:
-    return Path(path).suffix.lower() in VIDEO_EXTENSIONS
-
-
 class VideoError(ValueError):
     """A video that cannot be processed (message says why)."""
 
 
 @dataclass
-class VideoOptions:
-    """How a video is encoded and how faces are followed.
+class TrackingOptions:
+    """How faces are followed through frames (video files and `anonyface live`).
 
     `detect_every`: run the detector on every N-th frame and track in between.
     `detect_size`: long side of the reduced-size detection pass (None: a third
@@ -63,33 +59,42 @@ class VideoOptions:
     (tiled) detector on the full-resolution frame, for small faces; 1 = every
     pass, 0 = never. Frames no larger than `detect_size` always get the full
     detector (it is a single pass there).
-    `lookback`: frames held back so a face is also covered in the frames just
-    before it was first detected (adds that many frames of latency).
     `max_missed`: detection passes a tracked face stays covered after the
-    detector stops finding it.
+    detector stops finding it (the CLI's --hold).
+    `lookback`: frames held back so a face is also covered in the frames just
+    before it was first detected (adds that many frames of latency; files only).
+    `smooth`: One Euro smoothing of boxes and landmarks.
     """
 
-    codec: str | None = None  # None: libx264 (libvpx-vp9 for .webm, mpeg4 for .avi)
-    crf: int | None = None  # None: the codec's default below
-    preset: str | None = None  # x264/x265 preset; None: "medium" (ffmpeg's default)
-    start: float | None = None  # seconds
-    end: float | None = None
-    keep_audio: bool = True
-    keep_metadata: bool = False
     detect_every: int = 2
     detect_size: int | None = None  # None: auto_detect_size(frame)
     fine_every: int = 3
-    lookback: int = 8
     max_missed: int = 5
+    lookback: int = 8
     smooth: bool = True
-    threads: bool = True
-    progress: bool = True
 
     def __post_init__(self) -> None:
         if self.detect_every < 1:
             raise ValueError("detect_every must be at least 1")
         if self.detect_size is not None and self.detect_size < 32:
             raise ValueError("detect_size must be at least 32")
+
+
+@dataclass
+class VideoOptions(TrackingOptions):
+    """How a video file is cut and encoded, and how its faces are followed."""
+
+    codec: str | None = None  # None: libx264 (libvpx-vp9 for .webm, mpeg4 for .avi)
+    crf: int | None = None  # None: the codec's default (see _encoder_options)
+    preset: str | None = None  # x264/x265 preset; None: "medium" (ffmpeg's default)
+    start: float | None = None  # seconds
+    end: float | None = None
+    keep_audio: bool = True
+    keep_metadata: bool = False
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
         if self.start is not None and self.start < 0:
             raise ValueError("start must not be negative")
         if self.start is not None and self.end is not None and self.end <= self.start:
@@ -125,44 +130,25 @@ def auto_detect_size(width: int, height: int) -> int:
 
 class FrameProcessor:
     """Detect (every N-th frame, reduced size, full pyramid now and then), track,
-    smooth and cover. One per video: it holds the tracks."""
+    smooth and cover. One per video: it holds the tracks. Each track id is the
+    identity its fake face is drawn for (`Anonymizer.reroll` gives new ones)."""
 
-    def __init__(
-        self,
-        anonymizer,
-        detect_every: int = 2,
-        detect_size: int | None = None,
-        fine_every: int = 3,
-        max_missed: int = 5,
-        smooth: bool = True,
-        identity_seed: int = 0,
-    ) -> None:
+    def __init__(self, anonymizer, options: TrackingOptions | None = None) -> None:
         self.anon = anonymizer
-        self.detect_every = max(1, detect_every)
-        self.detect_size = detect_size
-        self.fine_every = fine_every
+        self.options = opts = options or TrackingOptions()
         # A held face is kept for max_missed detection passes, whatever N is.
-        self.tracker = FaceTracker(max_missed=max_missed, smooth=smooth)
-        self.identity_seed = identity_seed
+        self.tracker = FaceTracker(max_missed=opts.max_missed, smooth=opts.smooth)
         self.index = 0
         self.passes = 0
         self.detect_seconds = 0.0
-
-    def reroll(self) -> None:
-        """New fake identities for every track (the generator keys on them)."""
-        self.identity_seed += 1
-        if hasattr(self.anon, "reroll"):
-            self.anon.reroll()
-
-    def identity(self, track_id: int) -> int:
-        return (self.identity_seed * 1_000_003 + track_id) & 0x7FFFFFFF
 
     def _detect(self, rgb: np.ndarray) -> tuple[list[Face], float]:
         """(faces, smallest face size the pass could see, in frame pixels)."""
         h, w = rgb.shape[:2]
         long = max(h, w)
-        size = self.detect_size or auto_detect_size(w, h)
-        fine = long <= size or (self.fine_every > 0 and self.passes % self.fine_every == 0)
+        size = self.options.detect_size or auto_detect_size(w, h)
+        every = self.options.fine_every
+        fine = long <= size or (every > 0 and self.passes % every == 0)
         self.passes += 1
         if fine:
             return self.anon.detector.detect(rgb), 0.0
@@ -180,7 +166,7 @@ class FrameProcessor:
 
     def track(self, rgb: np.ndarray, t: float) -> tuple[list[TrackedFace], list[int]]:
         """Tracked faces for this frame, and ids of tracks born on it."""
-        if self.index % self.detect_every == 0:
+        if self.index % self.options.detect_every == 0:
             t0 = time.perf_counter()
             faces, min_size = self._detect(rgb)
             self.detect_seconds += time.perf_counter() - t0
@@ -192,7 +178,7 @@ class FrameProcessor:
 
     def cover(self, rgb: np.ndarray, tracked: list[TrackedFace]) -> np.ndarray:
         faces = [tf.face for tf in tracked]
-        return self.anon.cover_faces(rgb, faces, identities=[self.identity(tf.track_id) for tf in tracked])
+        return self.anon.cover_faces(rgb, faces, identities=[tf.track_id for tf in tracked])
 
 
 # -- reading -------------------------------------------------------------------
@@ -211,32 +197,6 @@ def _quarter_turns(rotation: float) -> int:
     """np.rot90 turns (counterclockwise) that show a frame the way the display
     matrix says (its angle is counterclockwise, as av_display_rotation_get's)."""
     return int(round(rotation / 90.0)) % 4
-
-
-_END = object()
-
-
-class _Worker(threading.Thread):
-    def __init__(self, target: Callable[[], None], name: str) -> None:
-        super().__init__(name=name, daemon=True)
-        self._target_fn = target
-        self.error: BaseException | None = None
-
-    def run(self) -> None:
-        try:
-            self._target_fn()
-        except BaseException as e:  # handed to the main thread
-            self.error = e
-
-
-def _put(q: queue.Queue, item: Any, stop: threading.Event) -> bool:
-    while not stop.is_set():
-        try:
-            q.put(item, timeout=0.1)
-            return True
-        except queue.Full:
-            continue
-    return False
 
 
 # -- writing -------------------------------------------------------------------
@@ -308,7 +268,6 @@ class VideoWriter:
         if time_base is not None:
             if codec in ("mpeg4", "mpeg2video", "mpeg1video") and time_base.denominator > 65535:
                 time_base = Fraction(1, max(1, min(65535, round(float(rate) * 1000))))
-                self._rescale = True
             self.stream.time_base = time_base
             self.stream.codec_context.time_base = time_base
         self.time_base = time_base
@@ -379,11 +338,216 @@ def _copy_stream_tags(src, dst, keep_metadata: bool) -> None:
             dst.metadata[k] = v
 
 
-def temp_path_for(dst: Path) -> Path:
-    return dst.with_name(f".{dst.stem}.anonyface-{os.getpid()}-{threading.get_ident() % 100000}.tmp{dst.suffix}")
 
 
 # -- a whole file ------------------------------------------------------------------
+
+
+@dataclass
+class _Source:
+    """The input container, the streams taken from it and the cut."""
+
+    container: Any
+    video: Any
+    audio: list
+    time_base: Fraction
+    rate: Fraction
+    t0: float
+    t_end: float
+    offsets: dict[int, int]  # per stream: pts subtracted for --start
+    start_time: float
+    total: int | None  # frames expected (for the progress bar), when known
+
+
+def _open_source(src: Path, opts: VideoOptions) -> _Source:
+    import av
+
+    try:
+        inp = av.open(str(src))
+    except av.FFmpegError as e:
+        raise VideoError(f"cannot open video: {e}") from None
+    try:
+        if not inp.streams.video:
+            raise VideoError("no video stream")
+        vin = inp.streams.video[0]
+        vin.thread_type = "AUTO"
+        if not vin.codec_context.width or not vin.codec_context.height:
+            raise VideoError("video stream has no frame size")
+        ains = list(inp.streams.audio) if opts.keep_audio else []
+        tb = vin.time_base
+        rate = vin.average_rate or vin.guessed_rate or vin.base_rate or Fraction(25)
+        # --start / --end: seek near the start, then cut exactly on frame times.
+        t0 = opts.start or 0.0
+        t_end = opts.end if opts.end is not None else math.inf
+        if opts.start:
+            inp.seek(int(opts.start / tb), stream=vin, backward=True, any_frame=False)
+        offsets = {s.index: int(round(t0 / s.time_base)) if opts.start else 0 for s in (vin, *ains)}
+        total = vin.frames or (int(float(vin.duration * tb) * float(rate)) if vin.duration else None)
+        if total and (opts.start or opts.end is not None):
+            dur = float(vin.duration * tb) if vin.duration else None
+            span = (min(t_end, dur) if dur else t_end) - t0
+            total = int(span * float(rate)) if math.isfinite(span) else None
+        start_time = inp.start_time / 1e6 if inp.start_time is not None else 0.0
+        return _Source(inp, vin, ains, tb, rate, t0, t_end, offsets, start_time, total)
+    except BaseException:
+        inp.close()
+        raise
+
+
+def _demux(s: _Source, cut_start: bool) -> Iterator[tuple]:
+    """("v", upright RGB, output pts, time) for video frames and ("a", packet, stream index)
+    for audio packets, in file order, cut to [t0, t_end)."""
+    vin, tb = s.video, s.time_base
+    video_done = False
+    for packet in s.container.demux([vin, *s.audio]):
+        st = packet.stream
+        if st.index == vin.index:
+            for frame in packet.decode():
+                if frame.pts is None:
+                    continue
+                t = float(frame.pts * tb)
+                if cut_start and t < s.t0 - 1e-6:
+                    continue
+                if t >= s.t_end - 1e-6:
+                    video_done = True
+                    break
+                yield "v", frame_rgb(frame), frame.pts - s.offsets[vin.index], t
+            if video_done and not s.audio:
+                break
+        elif any(st.index == a.index for a in s.audio):
+            if packet.pts is None or packet.size == 0:
+                continue
+            t = float(packet.pts * st.time_base)
+            if (cut_start and t < s.t0 - 1e-6) or t >= s.t_end:
+                if t >= s.t_end and video_done:
+                    break
+                continue
+            yield "a", packet, st.index
+
+
+class _Encoder:
+    """The output side: a VideoWriter on the temporary file and the audio streams mapped
+    into it. Made on the first frame: its display rotation decides the output size."""
+
+    def __init__(self, s: _Source, path: Path, suffix: str, width: int, height: int, opts: VideoOptions) -> None:
+        keep = opts.keep_metadata
+        skip = ("encoder", "major_brand", "minor_version", "compatible_brands")
+        metadata = {k: v for k, v in s.container.metadata.items() if k not in skip} if keep else None
+        self.source = s
+        self.writer = w = VideoWriter(path, width, height, s.rate, s.time_base, opts.codec, opts.crf, opts.preset, metadata)
+        if keep:
+            _copy_stream_tags(s.video, w.stream, True)
+            w.stream.metadata.pop("rotate", None)
+        self.audio: dict[int, tuple[Any, bool]] = {}  # input stream index -> (output stream, re-encode?)
+        modes = []
+        for a in s.audio:
+            out = w.add_audio_copy(a, keep)
+            if out is not None:
+                self.audio[a.index] = (out, False)
+                modes.append("copied")
+            else:
+                self.audio[a.index] = (w.add_audio_encode(a, keep), True)
+                modes.append(f"re-encoded ({a.codec_context.name} does not fit {suffix})")
+        self.audio_mode = ", ".join(modes) if modes else ("dropped" if s.container.streams.audio else "none")
+
+    def handle(self, item: tuple) -> None:
+        """Encode a video frame or remux / re-encode an audio packet (in the encoder thread)."""
+        if item[0] == "v":
+            self.writer.write(item[1], item[2], self.source.time_base)
+            return
+        _, packet, index = item
+        out, encode = self.audio[index]
+        t0, off = self.source.t0, self.source.offsets[index]
+        if encode:
+            for frame in packet.decode():
+                if t0 and frame.pts is not None and frame.time_base:
+                    frame.pts -= int(round(t0 / frame.time_base))
+                self.writer.mux(out.encode(frame))
+            return
+        if off:
+            packet.pts -= off
+            if packet.dts is not None:
+                packet.dts -= off
+        packet.stream = out
+        self.writer.mux(packet)
+
+    def finish(self) -> None:
+        for out, encode in self.audio.values():
+            if encode:
+                self.writer.mux(out.encode(None))
+
+
+class _VideoJob:
+    """The caller's thread of one video: track, cover (after the look-back), hand to the encoder."""
+
+    def __init__(self, anonymizer, s: _Source, tmp: Path, suffix: str, opts: VideoOptions, on_frame, bar) -> None:
+        self.s, self.tmp, self.suffix, self.opts, self.on_frame, self.bar = s, tmp, suffix, opts, on_frame, bar
+        self.proc = FrameProcessor(anonymizer, opts)
+        self.look = Lookback(opts.lookback)
+        self.stats = VideoStats()
+        self.latencies: list[float] = []
+        self.first_faces: dict[int, Face] = {}
+        self.encoder: _Encoder | None = None
+        self.consumer: Consumer | None = None
+        self.early_audio: list = []  # audio before the first frame, held until the encoder exists
+
+    def audio(self, item: tuple) -> None:
+        if self.consumer is None:
+            self.early_audio.append(item)
+        else:
+            self.consumer.put(item)
+
+    def frame(self, rgb: np.ndarray, pts: int, t: float) -> None:
+        t_in = time.perf_counter()  # latency: from here (the frame is ours) to the encoder queue
+        if self.consumer is None:
+            self.encoder = _Encoder(self.s, self.tmp, self.suffix, rgb.shape[1], rgb.shape[0], self.opts)
+            self.stats.audio = self.encoder.audio_mode
+            self.stats.width, self.stats.height = rgb.shape[1], rgb.shape[0]
+            self.consumer = Consumer(self.encoder.handle, self.encoder.finish).start()
+            for item in self.early_audio:
+                self.consumer.put(item)
+            self.early_audio.clear()
+        tracked, new_ids = self.proc.track(rgb, t - self.s.start_time)
+        self.emit(self.look.push((rgb, pts, t, time.perf_counter() - t_in), tracked, new_ids))
+        self.consumer.check()
+
+    def emit(self, ready) -> None:
+        for (rgb, pts, t, spent), tracked in ready:
+            c0 = time.perf_counter()
+            covered = self.proc.cover(rgb, tracked)
+            for tf in tracked:
+                self.first_faces.setdefault(tf.track_id, tf.face)
+            if self.on_frame is not None:
+                self.on_frame(rgb, covered, tracked, t)
+            self.latencies.append(spent + time.perf_counter() - c0)  # detect/track + cover, not the look-back wait
+            self.consumer.put(("v", covered, pts))
+            self.stats.frames += 1
+            if self.bar is not None:
+                self.bar.update(1)
+
+    def finish(self) -> VideoStats:
+        """Flush the look-back and the encoder; the statistics of the whole job."""
+        if self.consumer is None:
+            cut = " in the chosen --start/--end range" if self.opts.start or self.opts.end else ""
+            raise VideoError("no video frames decoded" + cut)
+        self.emit(self.look.flush())
+        self.consumer.close()
+        self.encoder.writer.close()
+        st = self.stats
+        st.detections = self.proc.passes
+        st.tracks = len(self.first_faces)
+        st.first_faces = list(self.first_faces.values())
+        if self.latencies:
+            lat = np.array(self.latencies) * 1000
+            st.latency_ms_mean = float(lat.mean())
+            st.latency_ms_p95 = float(np.percentile(lat, 95))
+        return st
+
+    def abort(self) -> None:
+        if self.consumer is not None:
+            self.consumer.abort()
+        if self.encoder is not None:
+            self.encoder.writer.abort()
 
 
 def process_video(
@@ -396,273 +560,35 @@ def process_video(
     """Anonymize `source` into `output` (atomically). Raises on any failure; then
     no output exists. `on_frame(original, covered, tracked, t)` is called for
     every output frame in order (benchmarks and tests use it)."""
-    import av
-
     opts = options or VideoOptions()
     src, dst = Path(source), Path(output)
-    tmp = temp_path_for(dst)
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    stats = VideoStats()
     t_start = time.perf_counter()
-    try:
-        inp = av.open(str(src))
-    except av.FFmpegError as e:
-        raise VideoError(f"cannot open video: {e}") from None
-    writer: VideoWriter | None = None
-    stop = threading.Event()
-    workers: list[_Worker] = []
+    s = _open_source(src, opts)
+    out = AtomicPath(dst)
     bar = None
+    if opts.progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=s.total, unit="frame", file=sys.stderr, dynamic_ncols=True, disable=None, desc=src.name, leave=False)
+    reader = Producer(_demux(s, bool(opts.start))).start()
+    job = _VideoJob(anonymizer, s, out.tmp, dst.suffix, opts, on_frame, bar)
     try:
-        if not inp.streams.video:
-            raise VideoError("no video stream")
-        vin = inp.streams.video[0]
-        vin.thread_type = "AUTO"
-        ains = list(inp.streams.audio) if opts.keep_audio else []
-        tb = vin.time_base
-        rate = vin.average_rate or vin.guessed_rate or vin.base_rate or Fraction(25)
-        cc = vin.codec_context
-        if not cc.width or not cc.height:
-            raise VideoError("video stream has no frame size")
-
-        # --start / --end: seek near the start, then cut exactly on frame times.
-        t0 = opts.start or 0.0
-        t_end = opts.end if opts.end is not None else math.inf
-        if opts.start:
-            inp.seek(int(opts.start / tb), stream=vin, backward=True, any_frame=False)
-        offsets = {vin.index: int(round(t0 / tb)) if opts.start else 0}
-        for a in ains:
-            offsets[a.index] = int(round(t0 / a.time_base)) if opts.start else 0
-
-        metadata = {k: v for k, v in inp.metadata.items() if k not in ("encoder", "major_brand", "minor_version", "compatible_brands")} if opts.keep_metadata else None
-        audio_map: dict[int, tuple[Any, bool]] = {}  # input stream index -> (output stream, re-encode?)
-
-        def open_writer(width: int, height: int) -> VideoWriter:
-            """Made on the first frame: its display rotation decides the output size."""
-            w = VideoWriter(tmp, width, height, rate, tb, opts.codec, opts.crf, opts.preset, metadata)
-            if opts.keep_metadata:
-                _copy_stream_tags(vin, w.stream, True)
-                w.stream.metadata.pop("rotate", None)
-            modes = []
-            for a in ains:
-                out = w.add_audio_copy(a, opts.keep_metadata)
-                if out is not None:
-                    audio_map[a.index] = (out, False)
-                    modes.append("copied")
-                else:
-                    out = w.add_audio_encode(a, opts.keep_metadata)
-                    audio_map[a.index] = (out, True)
-                    modes.append(f"re-encoded ({a.codec_context.name} does not fit {dst.suffix})")
-            stats.audio = ", ".join(modes) if modes else ("dropped" if inp.streams.audio else "none")
-            stats.width, stats.height = width, height
-            return w
-
-        total = vin.frames or (int(float(vin.duration * tb) * float(rate)) if vin.duration else None)
-        if total and (opts.start or opts.end is not None):
-            dur = float(vin.duration * tb) if vin.duration else None
-            span = (min(t_end, dur) if dur else t_end) - t0
-            total = int(span * float(rate)) if math.isfinite(span) else None
-        if opts.progress:
-            from tqdm import tqdm
-
-            bar = tqdm(total=total, unit="frame", file=sys.stderr, dynamic_ncols=True, disable=None, desc=src.name, leave=False)
-
-        in_q: queue.Queue = queue.Queue(maxsize=8)
-        out_q: queue.Queue = queue.Queue(maxsize=8)
-        start_time = inp.start_time / 1e6 if inp.start_time is not None else 0.0
-
-        def read() -> None:
-            streams = [vin, *ains]
-            video_done = False
-            for packet in inp.demux(streams):
-                if stop.is_set():
-                    return
-                s = packet.stream
-                if s.index == vin.index:
-                    for frame in packet.decode():
-                        if frame.pts is None:
-                            continue
-                        t = float(frame.pts * tb)
-                        if opts.start and t < t0 - 1e-6:
-                            continue
-                        if t >= t_end - 1e-6:
-                            video_done = True
-                            break
-                        if not _put(in_q, ("v", frame_rgb(frame), frame.pts - offsets[vin.index], t, time.perf_counter()), stop):
-                            return
-                    if video_done and not ains:
-                        break
-                elif any(s.index == a.index for a in ains):
-                    if packet.pts is None or packet.size == 0:
-                        continue
-                    t = float(packet.pts * s.time_base)
-                    if (opts.start and t < t0 - 1e-6) or t >= t_end:
-                        if t >= t_end and video_done:
-                            break
-                        continue
-                    if not _put(in_q, ("a", packet, s.index), stop):
-                        return
-            _put(in_q, _END, stop)
-
-        decoders: dict[int, Any] = {}
-
-        def write() -> None:
-            while True:
-                try:
-                    item = out_q.get(timeout=0.1)
-                except queue.Empty:
-                    if stop.is_set():
-                        return
-                    continue
-                if item is _END:
-                    break
-                if item[0] == "v":
-                    writer.write(item[1], item[2], tb)
-                else:
-                    _, packet, index = item
-                    out, encode = audio_map[index]
-                    off = offsets[index]
-                    if encode:
-                        for frame in packet.decode():
-                            if t0 and frame.pts is not None and frame.time_base:
-                                frame.pts -= int(round(t0 / frame.time_base))
-                            writer.mux(out.encode(frame))
-                    else:
-                        if off:
-                            packet.pts -= off
-                            if packet.dts is not None:
-                                packet.dts -= off
-                        packet.stream = out
-                        writer.mux(packet)
-            for index, (out, encode) in audio_map.items():
-                if encode:
-                    writer.mux(out.encode(None))
-
-        reader = _Worker(read, "anonyface-decode")
-        muxer = _Worker(write, "anonyface-encode")
-        workers = [reader]
-        reader.start()
-        early_audio: list = []  # audio before the first frame, held until the writer exists
-
-        proc = FrameProcessor(
-            anonymizer, opts.detect_every, opts.detect_size, opts.fine_every, opts.max_missed, opts.smooth
-        )
-        look = Lookback(opts.lookback)
-        latencies: list[float] = []
-        seen_tracks: dict[int, Face] = {}
-
-        def emit(ready) -> None:
-            for (rgb, pts, t, spent), tracked in ready:
-                c0 = time.perf_counter()
-                covered = proc.cover(rgb, tracked)
-                for tf in tracked:
-                    seen_tracks.setdefault(tf.track_id, tf.face)
-                if on_frame is not None:
-                    on_frame(rgb, covered, tracked, t)
-                latencies.append(spent + time.perf_counter() - c0)  # detect/track + cover, not the lookback wait
-                if not _put(out_q, ("v", covered, pts), stop):
-                    raise RuntimeError("encoder stopped")
-                stats.frames += 1
-                if bar is not None:
-                    bar.update(1)
-
-        while True:
-            try:
-                item = in_q.get(timeout=0.2)
-            except queue.Empty:
-                for w in workers:
-                    if w.error is not None:
-                        raise w.error
-                continue
-            if item is _END:
-                break
+        for item in reader:
             if item[0] == "a":
-                if writer is None:
-                    early_audio.append(item)
-                elif not _put(out_q, item, stop):
-                    raise RuntimeError("encoder stopped")
-                continue
-            _, rgb, pts, t, _ = item
-            t_in = time.perf_counter()  # latency: from here (the frame is ours) to the encoder queue
-            if writer is None:
-                writer = open_writer(rgb.shape[1], rgb.shape[0])
-                workers.append(muxer)
-                muxer.start()
-                for a_item in early_audio:
-                    _put(out_q, a_item, stop)
-                early_audio.clear()
-            tracked, new_ids = proc.track(rgb, t - start_time)
-            emit(look.push((rgb, pts, t, time.perf_counter() - t_in), tracked, new_ids))
-            if muxer.error is not None:
-                raise muxer.error
-        if writer is None:
-            raise VideoError("no video frames decoded" + (" in the chosen --start/--end range" if opts.start or opts.end else ""))
-        emit(look.flush())
-        _put(out_q, _END, stop)
-        reader.join()
-        muxer.join()
-        for w in workers:
-            if w.error is not None:
-                raise w.error
-        writer.close()
-        writer = None
-        os.replace(tmp, dst)
-        stats.detections = proc.passes
-        stats.tracks = len(seen_tracks)
-        stats.first_faces = list(seen_tracks.values())
-        if latencies:
-            lat = np.array(latencies) * 1000
-            stats.latency_ms_mean = float(lat.mean())
-            stats.latency_ms_p95 = float(np.percentile(lat, 95))
-        stats.seconds = time.perf_counter() - t_start
-        return stats
+                job.audio(item)
+            else:
+                job.frame(item[1], item[2], item[3])
+        stats = job.finish()
+        out.commit()
     except BaseException:
-        stop.set()
-        # Unblock the workers before cleaning up.
-        for w in workers:
-            w.join(timeout=5)
-        if writer is not None:
-            writer.abort()
+        reader.close()
+        job.abort()
         raise
     finally:
-        stop.set()
+        reader.close()
         if bar is not None:
             bar.close()
-        inp.close()
-        if tmp.exists():
-            tmp.unlink()
-
-
-def anonymize_video_file(anonymizer, source, output, options: VideoOptions | None = None, overwrite_input: bool = False):
-    """The command line's video job: a FileResult with one face per track (its first box)."""
-    import av
-
-    from .api import FileResult, _same_file
-
-    src, dst = Path(source), Path(output)
-    if not overwrite_input and dst.exists() and _same_file(src, dst):
-        raise ValueError("output would overwrite the input (use --in-place to allow it)")
-    try:
-        stats = process_video(anonymizer, src, dst, options)
-    except av.FFmpegError as e:
-        raise VideoError(f"video error: {e}") from None
-    result = FileResult(str(src), str(dst), stats.first_faces, (stats.width, stats.height))
-    result.video = stats  # type: ignore[attr-defined]
-    return result
-
-
-def probe(path: str | os.PathLike) -> dict:
-    """Frame count, duration, size, rate and streams of a video (for tests and reports)."""
-    import av
-
-    with av.open(str(path)) as c:
-        v = c.streams.video[0]
-        return {
-            "width": v.codec_context.width,
-            "height": v.codec_context.height,
-            "rate": v.average_rate,
-            "time_base": v.time_base,
-            "codec": v.codec_context.name,
-            "duration": float(c.duration / 1e6) if c.duration else None,
-            "audio": [a.codec_context.name for a in c.streams.audio],
-            "metadata": dict(c.metadata),
-        }
+        s.container.close()
+        out.discard()
+    stats.seconds = time.perf_counter() - t_start
+    return stats

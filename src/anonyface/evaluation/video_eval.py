@@ -9,10 +9,10 @@ over every original frame, its covered version and the tracked faces:
   `metrics.py`. Reported: faces judged, uncovered faces, and frames with at
   least one uncovered face;
 * re-identification on those frames (faces ≥ 60 px), as for photos;
-* flicker: `tracking.FlickerMeter` over every frame, inside the tracked face
+* flicker: `flicker.FlickerMeter` over every frame, inside the tracked face
   boxes: the output's frame-to-frame change over the original's (1 = as
   steady as the real face; > 1 the cover adds flicker);
-* identity stability per track: `tracking.identity_stability` on dlib
+* identity stability per track: `flicker.identity_stability` on dlib
   embeddings of the output's face crops every `id_stride`-th frame (for blur,
   pixelate and solid there is no identity: read it as a baseline);
 * speed: frames/s of the whole pipeline (decode, detect, track, cover,
@@ -84,7 +84,7 @@ def evaluate_videos(videos: list[Path], methods: dict, judges, embedder, work: P
                     id_stride: int = 5, deface_cmd: list[str] | None = None, log=print) -> dict:
     import av
 
-    from ..tracking import FlickerMeter, identity_stability
+    from .flicker import FlickerMeter, identity_stability
     from ..video import VideoOptions, process_video
 
     results: dict = {}

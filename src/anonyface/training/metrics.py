@@ -90,14 +90,19 @@ def detect_landmarks(detector, crop: np.ndarray, expected: np.ndarray) -> np.nda
     return best
 
 
+def landmark_error(detector, crop: np.ndarray, lm: np.ndarray) -> float | None:
+    """Mean distance of the five landmarks found in `crop` to `lm`, over the inter-ocular
+    distance; None when no face (or not this one) is found. The one pose-error rule,
+    used by training legs and by anonyface-eval."""
+    found = detect_landmarks(detector, np.ascontiguousarray(crop), lm)
+    if found is None:
+        return None
+    iod = max(float(np.linalg.norm(lm[0] - lm[1])), 1e-3)
+    return float(np.linalg.norm(found - lm, axis=1).mean() / iod)
+
+
 def pose_error(detector, crops: np.ndarray, landmarks: np.ndarray) -> tuple[float, float]:
     """(mean landmark error / inter-ocular distance over detected crops, detection rate)."""
-    errs = []
-    for crop, lm in zip(crops, landmarks):
-        found = detect_landmarks(detector, crop, lm)
-        if found is None:
-            continue
-        iod = max(np.linalg.norm(lm[0] - lm[1]), 1e-3)
-        errs.append(np.linalg.norm(found - lm, axis=1).mean() / iod)
+    errs = [e for e in (landmark_error(detector, c, lm) for c, lm in zip(crops, landmarks)) if e is not None]
     rate = len(errs) / max(1, len(crops))
     return (float(np.mean(errs)) if errs else float("nan")), float(rate)

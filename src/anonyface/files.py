@@ -1,0 +1,151 @@
+"""One file in, one file out: the job the command line, the API and the evaluation share.
+
+A job reads a photo or a video (chosen by the file's suffix), or a photo from
+standard input, anonymizes it and writes the output atomically (a failure
+leaves nothing behind), never over its own input unless asked. `process_file`
+raises on failure; `run_job` turns every per-file failure into a `FileResult`
+with an error, so that a batch goes on.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .detection import Face
+from .media import FORMATS, IMAGE_EXTENSIONS, ImageError, encode_image, format_for, read_image, write_atomic
+from .video import VIDEO_EXTENSIONS, VideoError, VideoOptions, VideoStats
+
+#: Every file suffix a folder or glob run picks up.
+MEDIA_EXTENSIONS = IMAGE_EXTENSIONS | VIDEO_EXTENSIONS
+
+
+@dataclass
+class FileResult:
+    """What happened to one file: where it went, which faces were covered (one per
+    track for a video) and, for a video, its statistics."""
+
+    source: str
+    output: str | None
+    faces: list[Face] = field(default_factory=list)
+    size: tuple[int, int] | None = None
+    error: str | None = None
+    video: VideoStats | None = None
+
+    def to_dict(self) -> dict:
+        d = {
+            "file": self.source,
+            "output": self.output,
+            "width": self.size[0] if self.size else None,
+            "height": self.size[1] if self.size else None,
+            "faces": [f.to_dict() for f in self.faces],
+            "error": self.error,
+        }
+        if self.video is not None:
+            v = self.video
+            d["video"] = {"frames": v.frames, "tracks": v.tracks, "detections": v.detections, "audio": v.audio, "seconds": round(v.seconds, 3)}
+        return d
+
+
+@dataclass
+class FileOptions:
+    """How files are written. `format`: write photos in this format (an extension
+    without the dot, e.g. "png") instead of the input's or the output name's."""
+
+    keep_metadata: bool = False
+    overwrite_input: bool = False
+    quality: int = 95
+    format: str | None = None
+    skip_existing: bool = False
+    video: VideoOptions = field(default_factory=VideoOptions)
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.quality <= 100:
+            raise ValueError("quality must be between 1 and 100")
+        if self.format is not None and f".{self.format.lower()}" not in FORMATS:
+            raise ValueError(f"unknown format {self.format!r}")
+
+
+def is_video(path: str | os.PathLike) -> bool:
+    return Path(path).suffix.lower() in VIDEO_EXTENSIONS
+
+
+def same_file(a: Path, b: Path) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+def process_file(anonymizer, source: str | os.PathLike, output: str | os.PathLike, options: FileOptions | None = None) -> FileResult:
+    """Anonymize one photo or video file into `output`, atomically. Raises on failure;
+    then nothing is written."""
+    opts = options or FileOptions()
+    src, dst = Path(source), Path(output)
+    if not opts.overwrite_input and dst.exists() and same_file(src, dst):
+        raise ValueError("output would overwrite the input (use --in-place to allow it)")
+    if is_video(src):
+        return _process_video_file(anonymizer, src, dst, opts)
+    picture = read_image(src, anonymizer.max_pixels)
+    img, faces = anonymizer.process_picture(picture)
+    write_atomic(dst, encode_output(img, picture, dst, opts))
+    return FileResult(str(src), str(dst), faces, picture.size)
+
+
+def encode_output(img, picture, output: str | os.PathLike | None, options: FileOptions) -> bytes:
+    """The bytes of an anonymized photo: in `--format`, else the output name's format,
+    else the input's; metadata dropped unless kept."""
+    fmt = _format(options) or (format_for(output) if output is not None else None) or picture.format
+    return encode_image(img, fmt, picture.info, options.keep_metadata, options.quality)
+
+
+def _process_video_file(anonymizer, src: Path, dst: Path, opts: FileOptions) -> FileResult:
+    import av
+
+    from .video import process_video
+
+    video_opts = dataclasses.replace(opts.video, keep_metadata=opts.keep_metadata)
+    try:
+        stats = process_video(anonymizer, src, dst, video_opts)
+    except av.FFmpegError as e:
+        raise VideoError(f"video error: {e}") from None
+    return FileResult(str(src), str(dst), stats.first_faces, (stats.width, stats.height), video=stats)
+
+
+def process_stream(anonymizer, data: bytes, output: str | os.PathLike | None, options: FileOptions | None = None) -> FileResult:
+    """A photo given as bytes (standard input) into `output`, or to standard output when None."""
+    opts = options or FileOptions()
+    picture = read_image(data, anonymizer.max_pixels)
+    img, faces = anonymizer.process_picture(picture)
+    encoded = encode_output(img, picture, output, opts)
+    if output is None:
+        sys.stdout.buffer.write(encoded)
+        sys.stdout.buffer.flush()
+    else:
+        write_atomic(output, encoded)
+    return FileResult("<stdin>", str(output) if output is not None else "<stdout>", faces, picture.size)
+
+
+def run_job(anonymizer, source: Path | None, output: Path | None, options: FileOptions, label: str | None = None) -> FileResult:
+    """One job of a batch (`source` None: standard input; `output` None: standard output).
+    Never raises for a bad file: the error is in the result, and the batch goes on."""
+    label = label or (str(source) if source is not None else "<stdin>")
+    try:
+        if source is None:
+            result = process_stream(anonymizer, sys.stdin.buffer.read(), output, options)
+            result.source = label
+            return result
+        if options.skip_existing and output is not None and output.exists() and output != source:
+            return FileResult(label, None)
+        return process_file(anonymizer, source, output, options)
+    except (ImageError, ValueError, OSError) as e:
+        return FileResult(label, None, error=str(e))
+    except Exception as e:  # one bad file must not stop the batch
+        return FileResult(label, None, error=f"unexpected error: {type(e).__name__}: {e}")
+
+
+def _format(opts: FileOptions) -> str | None:
+    return FORMATS[f".{opts.format.lower()}"] if opts.format else None
