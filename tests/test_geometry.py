@@ -3,7 +3,7 @@ import math
 import numpy as np
 import pytest
 
-from anonyface.geometry import Region, box_iou, crop_face, expand_box, face_region, paste_face, roll_angle
+from anonyface.geometry import Region, box_iou, crop_face, expand_box, face_region, from_crop, roll_angle
 
 
 def test_expand_box_keeps_centre_and_squares():
@@ -51,11 +51,16 @@ def test_crop_and_paste_round_trip(astronaut):
     face = (177.0, 60.0, 270.0, 181.0)
     crop = crop_face(img, face, 256)
     assert crop.pixels.shape == (256, 256, 3) and crop.valid.all()
-    # Pasting the crop back unchanged leaves the image (nearly) as it was.
-    paste_face(img, crop, crop.pixels, np.ones((256, 256), np.float32))
-    x1, y1, x2, y2 = (int(v) for v in crop.box)
-    diff = np.abs(img.astype(int) - astronaut.astype(int))[y1 + 2 : y2 - 2, x1 + 2 : x2 - 2]
+    # Resampling the crop back to its place gives the image (nearly) as it was.
+    x1, y1, x2, y2 = rect = (int(crop.box[0]) + 2, int(crop.box[1]) + 2, int(crop.box[2]) - 2, int(crop.box[3]) - 2)
+    back = from_crop(crop.pixels, crop, rect)
+    diff = np.abs(back.astype(int) - astronaut[y1:y2, x1:x2].astype(int))
     assert diff.mean() < 3.0  # two linear resamplings, aligned
+    # A crop larger than its place (a tiny face painted at the model's size) is shrunk, not aliased.
+    small = crop_face(img, (200.0, 100.0, 216.0, 116.0), 128)
+    r = (int(small.box[0]) + 1, int(small.box[1]) + 1, int(small.box[2]) - 1, int(small.box[3]) - 1)
+    shrunk = from_crop(small.pixels, small, r)
+    assert np.abs(shrunk.astype(int) - astronaut[r[1] : r[3], r[0] : r[2]].astype(int)).mean() < 6.0
     # Points map there and back.
     pts = np.array([[200.0, 100.0], [250.0, 150.0]])
     assert crop.to_image(crop.to_crop(pts)) == pytest.approx(pts, abs=1e-3)

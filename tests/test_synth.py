@@ -80,7 +80,8 @@ def test_identity_keeps_the_same_latent(synth, astronaut):
     assert np.array_equal(a, b) and not np.array_equal(a, c)
 
 
-def test_small_and_uncertain_faces_fall_back(synth, group):
+def test_small_faces_fall_back_when_asked(generator_path, detector, group):
+    synth = Anonymizer(method="synth", generator=generator_path, detector=detector, seed=1, synth_min_size=24)
     img, _ = group
     faces = synth.detector.detect(img)
     small = [f for f in faces if f.width < synth.settings.synth_min_size]

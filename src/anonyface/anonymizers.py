@@ -40,7 +40,7 @@ class CoverSettings:
     blur_strength: float = 0.125
     blocks: int = 8
     color: tuple[int, int, int] = (0, 0, 0)
-    synth_min_size: float = 24.0
+    synth_min_size: float = 0.0
     synth_min_score: float = 0.5
 
     def __post_init__(self) -> None:

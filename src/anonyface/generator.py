@@ -17,8 +17,9 @@ from pathlib import Path
 import numpy as np
 
 from .anonymizers import CoverSettings, cover
+from .blending import blend_into, colourfulness, saturation_for
 from .detection import Face
-from .geometry import CROP_GROW, Crop, box_iou, crop_face, erase_box, expand_box, paste_face, warp_to_crop
+from .geometry import CROP_GROW, ERASE_SCALE, Crop, box_iou, crop_face, erase_area, erase_box, expand_box, from_crop
 from .runtime import model_path, open_session
 
 MODEL_FILE = "generator.onnx"
@@ -38,7 +39,6 @@ class Prepared:
 
     crop: Crop
     erase: tuple[int, int, int, int]  # erased area, crop pixels
-    inner: tuple[int, int, int, int]  # the face box itself, crop pixels (always fully replaced)
     landmarks: np.ndarray  # crop coordinates normalised to [0, 1]
 
 
@@ -62,11 +62,8 @@ class FaceGenerator:
 
     def prepare(self, image: np.ndarray, face: Face) -> Prepared:
         crop = crop_face(image, face.box, self.size)
-        ex = erase_box(crop, face.box)
-        b = crop.to_crop(np.array([[face.box[0], face.box[1]], [face.box[2], face.box[3]]]))
-        inner = (int(np.floor(b[0, 0])), int(np.floor(b[0, 1])), int(np.ceil(b[1, 0])), int(np.ceil(b[1, 1])))
         lm = crop.to_crop(face.landmarks) / self.size
-        return Prepared(crop, ex, inner, lm.astype(np.float32))
+        return Prepared(crop, erase_box(crop, face.box), lm.astype(np.float32))
 
     def generate(self, prepared: list[Prepared], z: np.ndarray) -> np.ndarray:
         """uint8 RGB crops (N, S, S, 3) for the prepared faces, with latents z (N, zdim)."""
@@ -90,54 +87,10 @@ class FaceGenerator:
             raise FloatingPointError("generator produced non-finite values")
         return np.clip((out.transpose(0, 2, 3, 1) + 1.0) * 127.5 + 0.5, 0, 255).astype(np.uint8)
 
-    def paste(self, image: np.ndarray, p: Prepared, generated: np.ndarray, claimed: np.ndarray | None = None) -> None:
-        """Blend a generated crop into `image` inside its erased area, in place.
-
-        Pixels in `claimed` (bool, image-sized: already repainted faces) are
-        left alone, so a later face never overwrites an earlier one.
-        """
-        alpha = paste_alpha(self.size, p.erase, p.inner)
-        patch = match_colour(generated, p.crop.pixels, p.erase, p.inner)
-        if claimed is not None:
-            alpha = alpha * (1.0 - np.clip(warp_to_crop(claimed.astype(np.float32), p.crop), 0, 1))
-        paste_face(image, p.crop, patch, alpha)
-
-
-def paste_alpha(size: int, erase: tuple[int, int, int, int], inner: tuple[int, int, int, int]) -> np.ndarray:
-    """1 over the face box, ramping to 0 at the edge of the erased area (crop pixels)."""
-    x1, y1, x2, y2 = erase
-    ix1, iy1, ix2, iy2 = inner
-    xs = np.arange(size, dtype=np.float32) + 0.5
-    ys = xs[:, None]
-
-    def ramp(v, lo, hi, ilo, ihi):
-        a = np.ones_like(v)
-        a = np.where(v < ilo, np.clip((v - lo) / max(ilo - lo, 1), 0, 1), a)
-        a = np.where(v > ihi, np.clip((hi - v) / max(hi - ihi, 1), 0, 1), a)
-        return np.where((v < lo) | (v > hi), 0.0, a)
-
-    a = ramp(xs[None, :], x1, x2, ix1, ix2) * ramp(ys, y1, y2, iy1, iy2)
-    return a.astype(np.float32)
-
-
-def match_colour(gen: np.ndarray, src: np.ndarray, erase, inner, band: int = 3) -> np.ndarray:
-    """Shift the generated crop's colour so its erased area meets the surroundings without a step.
-
-    The offset is the mean difference, over a thin band just outside the erased
-    area, between the original crop and the generated one (both are context
-    there, so any difference is the generator's colour error); it is applied
-    in full at the edge and fades out towards the face centre.
-    """
-    s = gen.shape[0]
-    x1, y1, x2, y2 = erase
-    outer = np.zeros((s, s), bool)
-    outer[max(0, y1 - band) : min(s, y2 + band), max(0, x1 - band) : min(s, x2 + band)] = True
-    outer[y1:y2, x1:x2] = False
-    if outer.sum() < 8:
-        return gen
-    diff = (src[outer].astype(np.float32) - gen[outer].astype(np.float32)).mean(axis=0)
-    out = gen.astype(np.float32) + diff
-    return np.clip(out + 0.5, 0, 255).astype(np.uint8)
+    def paint(self, image: np.ndarray, p: Prepared, generated: np.ndarray, rect: tuple[int, int, int, int], saturation: float = 1.0) -> np.ndarray:
+        """The new face for the image rectangle `rect` (its erase area): the generated crop
+        resampled there and joined to `image` around it without a seam (`blending`)."""
+        return blend_into(image, from_crop(generated, p.crop, rect), rect, saturation)
 
 
 def overlap_free_batches(faces: list[Face]) -> list[list[int]]:
@@ -199,42 +152,84 @@ class SynthCover:
     def _fallback(self, image: np.ndarray, face: Face, method: str) -> None:
         cover(image, self.settings.region(face), method, self.settings)
 
+    def _paintable(self, face: Face) -> str | None:
+        """None when `face` can be painted, else the covering method to use instead."""
+        if min(face.width, face.height) < self.settings.synth_min_size:
+            return "pixelate"
+        if face.score < self.settings.synth_min_score:
+            return "blur"
+        if not landmarks_fit(face):  # box and landmarks disagree: a paint would land beside the face
+            return "blur"
+        return None
+
     def cover_faces(self, image: np.ndarray, faces: list[Face], identities: list[int] | None = None) -> np.ndarray:
-        """A copy of `image` with a new face painted over each of `faces` (or covered, see above)."""
+        """A copy of `image` with a new face painted over each of `faces` (or covered, see above).
+
+        Every face's erase area is erased in a working copy first, so no generator
+        input and no blending boundary ever holds an original face pixel; each face is
+        painted from that copy, into it (later neighbours see it as context) and into
+        the output, never over a face painted before it.
+        """
         out = image.copy()
+        h, w = image.shape[:2]
+        areas = [erase_area(f.box, w, h) for f in faces]
+        work, faces_mask = erase_areas(image, areas)
         todo = []
         for i, f in enumerate(faces):
-            if min(f.width, f.height) < self.settings.synth_min_size:
-                self._fallback(out, f, "pixelate")
-            elif f.score < self.settings.synth_min_score:
-                self._fallback(out, f, "blur")
-            else:
+            method = self._paintable(f)
+            if method is None:
                 todo.append(i)
+            else:
+                self._fallback(out, f, method)
         if not todo:
             return out
         ids = [identities[i] for i in todo] if identities is not None else None
         z_all = self.latents(len(todo), ids)
-        claimed = np.zeros(out.shape[:2], bool)
+        saturation = saturation_for(colourfulness(image[::4, ::4], ~faces_mask[::4, ::4]))
+        claimed = np.zeros((h, w), bool)
         subset = [faces[i] for i in todo]
         gen = self.generator
         for batch in overlap_free_batches(subset):
             try:
-                prepared = [gen.prepare(out, subset[k]) for k in batch]
+                prepared = [gen.prepare(work, subset[k]) for k in batch]
                 crops = gen.generate(prepared, z_all[batch])
             except Exception:  # fail closed: a face we cannot paint is blurred, never left
                 for k in batch:
                     self._fallback(out, subset[k], "blur")
                 continue
-            for p, c in zip(prepared, crops):
-                gen.paste(out, p, c, claimed)
-                _claim(claimed, p)
+            for k, p, c in zip(batch, prepared, crops):
+                x1, y1, x2, y2 = rect = areas[todo[k]]
+                if x2 <= x1 or y2 <= y1:
+                    continue
+                painted = gen.paint(work, p, c, rect, saturation)
+                free = ~claimed[y1:y2, x1:x2]
+                out[y1:y2, x1:x2][free] = painted[free]
+                work[y1:y2, x1:x2][free] = painted[free]
+                claimed[y1:y2, x1:x2] = True
         return out
 
 
-def _claim(claimed: np.ndarray, p: Prepared) -> None:
-    """Mark `p`'s erased area (image pixels) as repainted."""
-    ex = p.crop.to_image(np.array([[p.erase[0], p.erase[1]], [p.erase[2], p.erase[3]]], np.float32))
-    h, w = claimed.shape
-    x1, y1 = max(0, int(ex[0, 0])), max(0, int(ex[0, 1]))
-    x2, y2 = min(w, int(np.ceil(ex[1, 0]))), min(h, int(np.ceil(ex[1, 1])))
-    claimed[y1:y2, x1:x2] = True
+def landmarks_fit(face: Face) -> bool:
+    """Do the five landmarks lie inside the erase area? A detection whose landmarks
+    fall outside its own box is one the generator would paint beside the face."""
+    x1, y1, x2, y2 = expand_box(face.box, ERASE_SCALE)
+    lm = np.asarray(face.landmarks, np.float64)
+    return bool(np.all((lm[:, 0] >= x1) & (lm[:, 0] <= x2) & (lm[:, 1] >= y1) & (lm[:, 1] <= y2)))
+
+
+def erase_areas(image: np.ndarray, areas: list[tuple[int, int, int, int]], ring: int = 3) -> tuple[np.ndarray, np.ndarray]:
+    """(A copy of `image` with every area filled with the mean colour of the pixels
+    just around it that lie in no area, a mask of all the areas.) What the generator
+    and the blending are allowed to see."""
+    h, w = image.shape[:2]
+    mask = np.zeros((h, w), bool)
+    for x1, y1, x2, y2 in areas:
+        mask[y1:y2, x1:x2] = True
+    work = image.copy()
+    for x1, y1, x2, y2 in areas:
+        if x2 <= x1 or y2 <= y1:
+            continue
+        ox1, oy1, ox2, oy2 = max(0, x1 - ring), max(0, y1 - ring), min(w, x2 + ring), min(h, y2 + ring)
+        around = image[oy1:oy2, ox1:ox2][~mask[oy1:oy2, ox1:ox2]]
+        work[y1:y2, x1:x2] = around.mean(axis=0) if len(around) else 0
+    return work, mask

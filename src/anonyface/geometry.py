@@ -1,7 +1,7 @@
 """Geometry of face regions: boxes, masks, crops and pasting back.
 
 Written once and shared by every anonymizer: the covering methods use the
-region masks, the generator uses the square crops and `paste_face`. All
+region masks, the generator the square crops, `erase_area` and `from_crop`. All
 coordinates are float pixels in the full image, boxes are (x1, y1, x2, y2).
 """
 
@@ -215,30 +215,26 @@ def _pixel_affine(ax: float, ay: float, tx: float, ty: float) -> np.ndarray:
     return np.array([[ax, 0, tx + 0.5 * ax - 0.5], [0, ay, ty + 0.5 * ay - 0.5]], np.float32)
 
 
-def warp_to_crop(image: np.ndarray, crop: Crop) -> np.ndarray:
-    """Resample an image-sized array into `crop`'s pixels (bilinear, 0 outside the image)."""
+def from_crop(patch: np.ndarray, crop: Crop, rect: tuple[int, int, int, int]) -> np.ndarray:
+    """The pixels of the image rectangle `rect` (x1, y1, x2, y2) resampled from a crop-sized
+    `patch`: area-filtered when the crop is larger than its place in the image (a tiny
+    face painted at the model's size is scaled down without aliasing), bilinear otherwise."""
+    x1, y1, x2, y2 = rect
     s = crop.scale
-    m = _pixel_affine(s, s, -crop.box[0] * s, -crop.box[1] * s)
-    return cv2.warpAffine(image, m, (crop.size, crop.size), flags=cv2.INTER_LINEAR, borderValue=0)
-
-
-def paste_face(image: np.ndarray, crop: Crop, patch: np.ndarray, alpha: np.ndarray) -> None:
-    """Paste a size×size `patch` back where `crop` came from, weighted by `alpha`, in place.
-
-    `alpha` is in crop coordinates (float32, 1 = take the patch); it is resampled
-    with the patch, so feathering done in the crop carries over.
-    """
-    h, w = image.shape[:2]
-    x1, y1, x2, y2 = clip_box(crop.box, w, h)
-    if x2 <= x1 or y2 <= y1:
-        return
-    inv = 1.0 / crop.scale
+    src, sx, sy = patch, s, s
+    if s > 1.5:  # shrink first: warpAffine has no area filter
+        n = max(1, round(crop.size / s))
+        src = cv2.resize(patch, (n, n), interpolation=cv2.INTER_AREA)
+        sx = sy = n / (crop.box[2] - crop.box[0])
     # Crop pixel → pixel of the target block [y1:y2, x1:x2].
-    m = _pixel_affine(inv, inv, crop.box[0] - x1, crop.box[1] - y1)
-    size = (x2 - x1, y2 - y1)
-    up = cv2.warpAffine(patch, m, size, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-    a = cv2.warpAffine(alpha.astype(np.float32), m, size, flags=cv2.INTER_LINEAR, borderValue=0)
-    blend(image, up, a, x1, y1)
+    m = _pixel_affine(1.0 / sx, 1.0 / sy, crop.box[0] - x1, crop.box[1] - y1)
+    return cv2.warpAffine(src, m, (x2 - x1, y2 - y1), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+
+
+def erase_area(face_box: Box, width: int, height: int) -> tuple[int, int, int, int]:
+    """Image pixels (x1, y1, x2, y2) that are erased before the generator runs and
+    repainted after: the face box × ERASE_SCALE, rounded outwards, inside the image."""
+    return clip_box(expand_box(face_box, ERASE_SCALE), width, height)
 
 
 # -- the generator's framing: shared by the dataset builder, training and inference --
