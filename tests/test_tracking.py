@@ -7,7 +7,7 @@ import pytest
 
 from anonyface.detection import Face
 from anonyface.geometry import box_iou
-from anonyface.tracking import FaceTracker, Lookback, OneEuroFilter
+from anonyface.tracking import FaceTracker, Lookback, OneEuroFilter, TrackedFace
 
 FPS = 25.0
 
@@ -140,3 +140,20 @@ def test_duplicate_box_on_a_tracked_face_makes_no_new_track():
     tr.update(0.0, [face(100, 100, 80)])
     out = tr.update(0.04, [face(100, 100, 80), face(108, 106, 70, score=0.4)])
     assert [o.track_id for o in out] == [0] and tr.next_id == 1
+
+
+def test_faces_covered_without_a_detection_are_marked_unconfirmed():
+    """Held and look-back faces carry a score below every painting threshold: synth
+    blurs them instead of painting a face that could land beside the real one."""
+    from anonyface.tracking import UNCONFIRMED
+
+    tr = FaceTracker(max_missed=3)
+    assert tr.update(0.0, [face(100, 100)])[0].face.score == pytest.approx(0.9)
+    held = tr.update(0.04, [])
+    assert len(held) == 1 and held[0].face.score == UNCONFIRMED
+    look = Lookback(depth=2)
+    look.push("a", [])
+    out = look.push("b", [TrackedFace(7, face(50, 50), True)], new_ids=[7])
+    out += look.flush()
+    first = dict(out)["a"]
+    assert len(first) == 1 and first[0].face.score == UNCONFIRMED

@@ -84,13 +84,20 @@ def _size(box: Sequence[float]) -> float:
     return max(1.0, float(max(box[2] - box[0], box[3] - box[1])))
 
 
-def _shift(face: Face, dx: float, dy: float, grow: float = 1.0) -> Face:
+#: Score given to a face covered where no detection confirms it (held after the
+#: detector lost it, or carried back by the look-back): below every painting
+#: threshold, so synth covers it (blur) instead of painting a face that might land
+#: beside the real one, or where nobody is.
+UNCONFIRMED = 0.0
+
+
+def _shift(face: Face, dx: float, dy: float, grow: float = 1.0, score: float | None = None) -> Face:
     b = face.box
     b = (b[0] + dx, b[1] + dy, b[2] + dx, b[3] + dy)
     if grow != 1.0:
         b = expand_box(b, grow)
     lm = np.asarray(face.landmarks, np.float32) + np.array([dx, dy], np.float32)
-    return Face(b, lm, face.score)
+    return Face(b, lm, face.score if score is None else score)
 
 
 @dataclass
@@ -245,7 +252,7 @@ class FaceTracker:
 
     def _held(self, tr: Track, predicted: Face) -> Face:
         grow = 1.0 + self.miss_grow * max(1, tr.missed)
-        return _shift(predicted, 0.0, 0.0, grow)
+        return _shift(predicted, 0.0, 0.0, grow, score=UNCONFIRMED)
 
     def _correct(self, tr: Track, face: Face, t: float) -> Face:
         size = _size(face.box)
@@ -311,7 +318,7 @@ class Lookback:
         if new and self.line:
             for tf in tracked:
                 if tf.track_id in new:
-                    held = _shift(tf.face, 0.0, 0.0, self.grow)
+                    held = _shift(tf.face, 0.0, 0.0, self.grow, score=UNCONFIRMED)
                     for _, faces in self.line:
                         faces.append(TrackedFace(tf.track_id, held, False))
         self.line.append((item, list(tracked)))
