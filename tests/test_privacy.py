@@ -34,15 +34,15 @@ def scramble_faces(image: np.ndarray, faces: list[Face], seed: int = 0) -> np.nd
     return out
 
 
-def write_lossless(path, frame: np.ndarray, n: int) -> None:
-    """`n` copies of an RGB frame as PNG-coded video: decoded exactly as written (no
-    chroma subsampling mixing pixels across the erase areas' borders)."""
+def write_frames(path, frames: list[np.ndarray]) -> None:
+    """RGB frames as PNG-coded video (.mov): decoded exactly as written (no chroma
+    subsampling mixing pixels across the erase areas' borders)."""
     import av
 
     with av.open(str(path), "w") as c:
         s = c.add_stream("png", rate=10)
-        s.width, s.height, s.pix_fmt = frame.shape[1], frame.shape[0], "rgb24"
-        for i in range(n):
+        s.width, s.height, s.pix_fmt = frames[0].shape[1], frames[0].shape[0], "rgb24"
+        for i, frame in enumerate(frames):
             vf = av.VideoFrame.from_ndarray(frame, format="rgb24")
             vf.pts = i
             c.mux(s.encode(vf))
@@ -97,7 +97,7 @@ def test_video_output_ignores_every_pixel_inside_the_erase_areas(detector, group
     outs = []
     for k, frame in enumerate((img, scramble_faces(img, faces))):
         src, dst = tmp_path / f"in{k}.mov", tmp_path / f"out{k}.mp4"
-        write_lossless(src, frame, 6)
+        write_frames(src, [frame] * 6)
         # Every detection pass at full resolution: the fixed faces are in frame pixels.
         process_video(anon, src, dst, VideoOptions(detect_size=max(frame.shape), progress=False))
         with av.open(str(dst)) as c:

@@ -157,3 +157,30 @@ def test_faces_covered_without_a_detection_are_marked_unconfirmed():
     out += look.flush()
     first = dict(out)["a"]
     assert len(first) == 1 and first[0].face.score == UNCONFIRMED
+
+
+def test_cut_detector_finds_cuts_not_motion():
+    from anonyface.tracking import CutDetector
+
+    import photos
+
+    a = photos.background(320, 180, seed=1)
+    b = photos.background(320, 180, seed=9)
+    cuts = CutDetector()
+    seen = [cuts(np.roll(a, 3 * i, axis=1)) for i in range(5)]  # a camera pan: one shot
+    seen.append(cuts(b))  # a different scene
+    seen.append(cuts(np.roll(b, 2, axis=0)))
+    assert seen == [False] * 5 + [True, False]
+
+
+def test_lookback_stops_at_a_cut():
+    """A face first detected just after a cut is not carried back into the shot before."""
+    look = Lookback(depth=4)
+    out = []
+    for name in "abc":
+        out += look.push(name, [])
+    out += look.push("d", [], cut=True)  # first frame of the new shot
+    out += look.push("e", [TrackedFace(1, face(50, 50), True)], new_ids=[1])
+    out += look.flush()
+    faces = {k: [tf.track_id for tf in v] for k, v in out}
+    assert faces == {"a": [], "b": [], "c": [], "d": [1], "e": [1]}

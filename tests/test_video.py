@@ -333,3 +333,25 @@ def test_cli_folder_mixing_photos_and_videos(tmp_path, astronaut):
     # Default naming beside the input, as for photos.
     assert main(["-q", str(d / "sub" / "clip.mp4"), "--no-audio"]) == 0
     assert audio_packets(d / "sub" / "clip_anonymized.mp4") is None
+
+
+def test_no_face_is_held_over_a_cut(tmp_path, solid, group):
+    """Held and look-back faces end at a shot change: the next shot, with nobody in it,
+    comes out untouched, and the shot before it gets no boxes from the next."""
+    import photos
+    from test_privacy import write_frames
+
+    img, _ = group
+    img = np.ascontiguousarray(img[: img.shape[0] // 2 * 2, : img.shape[1] // 2 * 2])
+    empty = photos.background(img.shape[1], img.shape[0], seed=11) // 3  # another scene: a dim blue room
+    empty[..., 2] = np.clip(empty[..., 2].astype(int) + 90, 0, 255)
+    frames = [img] * 6 + [empty] * 6
+    src, dst = tmp_path / "cut.mov", tmp_path / "cut.mp4"
+    write_frames(src, frames)
+    stats = run(solid, src, dst, crf=10)
+    out, _ = read_frames(dst)
+    assert stats.shots == 2
+    for i in range(6, 12):
+        diff = np.abs(out[i].astype(int) - empty.astype(int)).mean()
+        assert diff < 3, f"frame {i} (after the cut) was changed: {diff:.1f}"
+    assert all(np.abs(out[i].astype(int) - img.astype(int)).max(axis=2).mean() > 1 for i in range(6))

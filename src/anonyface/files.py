@@ -46,7 +46,7 @@ class FileResult:
         }
         if self.video is not None:
             v = self.video
-            d["video"] = {"frames": v.frames, "tracks": v.tracks, "detections": v.detections, "audio": v.audio, "seconds": round(v.seconds, 3)}
+            d["video"] = {"frames": v.frames, "shots": v.shots, "tracks": v.tracks, "detections": v.detections, "audio": v.audio, "seconds": round(v.seconds, 3)}
         return d
 
 

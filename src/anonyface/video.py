@@ -34,7 +34,7 @@ import numpy as np
 from .detection import Face
 from .media import AtomicPath
 from .streams import Consumer, Producer
-from .tracking import FaceTracker, Lookback, TrackedFace
+from .tracking import CutDetector, FaceTracker, Lookback, TrackedFace
 
 VIDEO_EXTENSIONS = frozenset({".mp4", ".mov", ".mkv", ".webm", ".avi", ".m4v"})
 
@@ -112,6 +112,7 @@ class VideoStats:
     width: int = 0
     height: int = 0
     audio: str = "none"  # none / copied / re-encoded / dropped
+    shots: int = 1  # cuts found + 1 (tracks end at every cut)
     first_faces: list[Face] = field(default_factory=list)  # one per track (its first box)
 
     @property
@@ -138,6 +139,9 @@ class FrameProcessor:
         self.options = opts = options or TrackingOptions()
         # A held face is kept for max_missed detection passes, whatever N is.
         self.tracker = FaceTracker(max_missed=opts.max_missed, smooth=opts.smooth)
+        self.cuts = CutDetector()
+        self.cut = False  # did the last frame start a new shot?
+        self.shots = 1
         self.index = 0
         self.passes = 0
         self.detect_seconds = 0.0
@@ -165,8 +169,13 @@ class FrameProcessor:
         return out, 20.0 / s
 
     def track(self, rgb: np.ndarray, t: float) -> tuple[list[TrackedFace], list[int]]:
-        """Tracked faces for this frame, and ids of tracks born on it."""
-        if self.index % self.options.detect_every == 0:
+        """Tracked faces for this frame, and ids of tracks born on it. At a cut (a new
+        shot) every track ends and the frame is always looked at by the detector."""
+        self.cut = self.cuts(rgb)
+        if self.cut:
+            self.tracker.reset()
+            self.shots += 1
+        if self.cut or self.index % self.options.detect_every == 0:
             t0 = time.perf_counter()
             faces, min_size = self._detect(rgb)
             self.detect_seconds += time.perf_counter() - t0
@@ -508,7 +517,7 @@ class _VideoJob:
                 self.consumer.put(item)
             self.early_audio.clear()
         tracked, new_ids = self.proc.track(rgb, t - self.s.start_time)
-        self.emit(self.look.push((rgb, pts, t, time.perf_counter() - t_in), tracked, new_ids))
+        self.emit(self.look.push((rgb, pts, t, time.perf_counter() - t_in), tracked, new_ids, cut=self.proc.cut))
         self.consumer.check()
 
     def emit(self, ready) -> None:
@@ -535,6 +544,7 @@ class _VideoJob:
         self.encoder.writer.close()
         st = self.stats
         st.detections = self.proc.passes
+        st.shots = self.proc.shots
         st.tracks = len(self.first_faces)
         st.first_faces = list(self.first_faces.values())
         if self.latencies:
