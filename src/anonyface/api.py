@@ -11,6 +11,7 @@ from PIL import Image
 
 from .anonymizers import METHODS as COVER_METHODS
 from .anonymizers import ClassicCover, CoverSettings
+from .audit import FaceAudit
 from .detection import DEFAULT_THRESHOLD, Face, FaceDetector
 from .files import FileOptions, FileResult
 from .files import process_file as _process_file
@@ -39,6 +40,10 @@ class Anonymizer:
     `CoverSettings`, with its defaults. The method is a strategy with one shape,
     `cover_faces(image, faces, identities)`: `SynthCover` paints, `ClassicCover`
     blurs, pixelates or fills; this class only picks one and detects.
+
+    `audit` (on by default): a second, independent detector (CenterFace) checks
+    every image covered by `anonymize` / `process_file` and blurs any face left
+    uncovered (`anonyface.audit`); `cover_faces` alone does not audit.
     """
 
     def __init__(
@@ -50,6 +55,7 @@ class Anonymizer:
         detector: FaceDetector | None = None,
         max_pixels: int = DEFAULT_MAX_PIXELS,
         settings: CoverSettings | None = None,
+        audit: bool | FaceAudit = True,
         **options,
     ) -> None:
         unknown = set(options) - _SETTINGS
@@ -62,6 +68,7 @@ class Anonymizer:
         self._strategies: dict = {}
         self.set_method(method)
         self.detector = detector or FaceDetector(threshold=threshold)
+        self.audit = (FaceAudit() if audit is True else audit) or None
 
     @property
     def method(self) -> str:
@@ -112,16 +119,29 @@ class Anonymizer:
         return out
 
     def anonymize_with_faces(self, image, bgr: bool = False):
-        """Like `anonymize`, and also return the faces that were covered."""
+        """Like `anonymize`, and also return the faces that were covered (ours, then
+        any the audit caught)."""
         rgb, restore = _as_rgb(image, bgr)
-        faces = self.detector.detect(rgb)
-        return restore(self.cover_faces(rgb, faces)), faces
+        out, faces, caught = self.cover_image(rgb)
+        return restore(out), faces + caught
 
     __call__ = anonymize
 
-    def process_picture(self, picture: Picture) -> tuple[Image.Image, list[Face]]:
-        faces = self.detector.detect(picture.rgb)
-        return to_pil(picture, self.cover_faces(picture.rgb, faces)), faces
+    def cover_image(self, rgb: np.ndarray) -> tuple[np.ndarray, list[Face], list[Face]]:
+        """(covered copy, faces our detector found, faces the audit caught and blurred)."""
+        faces = self.detector.detect(rgb)
+        out = self.cover_faces(rgb, faces)
+        if self.audit is None:
+            return out, faces, []
+        caught = self.audit.leaks(out, faces)
+        if caught:
+            out = ClassicCover("blur", self.settings).cover_faces(out, caught)
+        return out, faces, caught
+
+    def process_picture(self, picture: Picture) -> tuple[Image.Image, list[Face], list[Face]]:
+        """(anonymized image in the photo's own mode, our faces, faces the audit caught)."""
+        out, faces, caught = self.cover_image(picture.rgb)
+        return to_pil(picture, out), faces, caught
 
     def process_file(
         self,

@@ -74,6 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_cover_arguments(g)
     g = p.add_argument_group("detection")
     g.add_argument("-t", "--threshold", type=float, default=DEFAULT_THRESHOLD, metavar="T", help="minimum detection score in [0, 1]; lower finds more faces and more false alarms (default: %(default)s)")
+    g.add_argument("--no-audit", dest="audit", action="store_false", help="photos: skip the second-detector audit (an independent detector checks each output and blurs any face left uncovered)")
     g = p.add_argument_group("files")
     g.add_argument("--format", choices=sorted({e.lstrip('.') for e in FORMATS}), help="write every output in this format instead of the input's")
     g.add_argument("--quality", type=int, default=_FILES.quality, metavar="Q", help="JPEG/WebP quality (default: %(default)s)")
@@ -269,7 +270,10 @@ def main(argv: list[str] | None = None) -> int:
     from .api import Anonymizer
 
     try:
-        anon = Anonymizer(method=args.method, threshold=args.threshold, seed=args.seed, max_pixels=args.max_pixels, settings=settings)
+        anon = Anonymizer(
+            method=args.method, threshold=args.threshold, seed=args.seed, max_pixels=args.max_pixels,
+            settings=settings, audit=args.audit,
+        )
     except Exception as e:  # the model itself could not load: nothing can be done
         print(f"anonyface: error: cannot load the models: {e}", file=sys.stderr)
         return 1
@@ -324,8 +328,10 @@ def _summary(results: list[FileResult], elapsed: float) -> str:
     done = [r for r in results if not r.error and r.output]
     failed = [r for r in results if r.error]
     n_faces = sum(len(r.faces) for r in results)
+    caught = sum(len(r.audited) for r in results)
     skipped = sum(1 for r in results if not r.error and not r.output)
-    parts = [f"{len(done)} anonymized ({n_faces} face{'s' if n_faces != 1 else ''})"]
+    audit = f", {caught} more caught by the audit" if caught else ""
+    parts = [f"{len(done)} anonymized ({n_faces} face{'s' if n_faces != 1 else ''}{audit})"]
     if skipped:
         parts.append(f"{skipped} skipped (output exists)")
     if failed:

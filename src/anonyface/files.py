@@ -34,6 +34,7 @@ class FileResult:
     size: tuple[int, int] | None = None
     error: str | None = None
     video: VideoStats | None = None
+    audited: list[Face] = field(default_factory=list)  # faces the audit found uncovered, and blurred
 
     def to_dict(self) -> dict:
         d = {
@@ -43,6 +44,7 @@ class FileResult:
             "height": self.size[1] if self.size else None,
             "faces": [f.to_dict() for f in self.faces],
             "error": self.error,
+            "audit": [f.to_dict() for f in self.audited],
         }
         if self.video is not None:
             v = self.video
@@ -90,9 +92,9 @@ def process_file(anonymizer, source: str | os.PathLike, output: str | os.PathLik
     if is_video(src):
         return _process_video_file(anonymizer, src, dst, opts)
     picture = read_image(src, anonymizer.max_pixels)
-    img, faces = anonymizer.process_picture(picture)
+    img, faces, caught = anonymizer.process_picture(picture)
     write_atomic(dst, encode_output(img, picture, dst, opts))
-    return FileResult(str(src), str(dst), faces, picture.size)
+    return FileResult(str(src), str(dst), faces, picture.size, audited=caught)
 
 
 def encode_output(img, picture, output: str | os.PathLike | None, options: FileOptions) -> bytes:
@@ -119,14 +121,14 @@ def process_stream(anonymizer, data: bytes, output: str | os.PathLike | None, op
     """A photo given as bytes (standard input) into `output`, or to standard output when None."""
     opts = options or FileOptions()
     picture = read_image(data, anonymizer.max_pixels)
-    img, faces = anonymizer.process_picture(picture)
+    img, faces, caught = anonymizer.process_picture(picture)
     encoded = encode_output(img, picture, output, opts)
     if output is None:
         sys.stdout.buffer.write(encoded)
         sys.stdout.buffer.flush()
     else:
         write_atomic(output, encoded)
-    return FileResult("<stdin>", str(output) if output is not None else "<stdout>", faces, picture.size)
+    return FileResult("<stdin>", str(output) if output is not None else "<stdout>", faces, picture.size, audited=caught)
 
 
 def run_job(anonymizer, source: Path | None, output: Path | None, options: FileOptions, label: str | None = None) -> FileResult:
