@@ -40,8 +40,11 @@ def test_folder_is_mirrored_recursively(photo_dir, tmp_path):
     got = sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file())
     assert got == ["a.jpg", "trip/b.png", "trip/day1/c.webp"]
     doc = json.loads((tmp_path / "faces.json").read_text())
-    assert len(doc["files"]) == 3
-    for f in doc["files"]:
+    skipped = [f for f in doc["files"] if f["skipped"]]
+    assert [(f["file"].endswith("notes.txt"), f["skipped"]) for f in skipped] == [(True, "not a photo or video")]
+    done = [f for f in doc["files"] if not f["skipped"]]
+    assert len(done) == 3
+    for f in done:
         assert f["error"] is None and len(f["faces"]) == 1
         face = f["faces"][0]
         assert len(face["box"]) == 4 and len(face["landmarks"]) == 5 and 0 < face["score"] <= 1
@@ -114,7 +117,7 @@ def test_plan_collisions_reported(tmp_path):
     for d in ("x", "y"):
         (tmp_path / d).mkdir()
         (tmp_path / d / "same.jpg").write_bytes(b"")
-    jobs, errors = plan_jobs([str(tmp_path / "x"), str(tmp_path / "y")], str(tmp_path / "o"), None, False)
+    jobs, errors, _ = plan_jobs([str(tmp_path / "x"), str(tmp_path / "y")], str(tmp_path / "o"), None, False)
     assert len(jobs) == 1 and "would also be written" in errors[0][1]
 
 

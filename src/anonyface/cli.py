@@ -16,7 +16,7 @@ from .anonymizers import CoverSettings
 from .api import DEFAULT_METHOD, METHODS
 from .detection import DEFAULT_THRESHOLD
 from .files import MEDIA_EXTENSIONS, FileOptions, FileResult, is_video, run_job
-from .media import DEFAULT_MAX_PIXELS, FORMATS, write_atomic
+from .media import DEFAULT_MAX_PIXELS, FORMATS, TEMP_MARK, sniff, write_atomic
 from .video import TrackingOptions, VideoOptions
 
 SUFFIX = "_anonymized"
@@ -174,9 +174,43 @@ def _output_name(src: Path, fmt_ext: str | None) -> str:
     return src.stem + ext
 
 
-def plan_jobs(inputs: list[str], output: str | None, fmt: str | None, in_place: bool) -> tuple[list[Job], list[tuple[str, str]]]:
-    """Turn the command line's inputs into (source, output) jobs, and errors for inputs that
-    name nothing."""
+def walk_folder(root: Path, exclude: Path | None = None) -> tuple[list[Path], list[tuple[str, str]]]:
+    """Every file under `root` to anonymize, and (file, reason) for every file passed over.
+
+    A file is taken when its suffix is a photo or video suffix, or when its first bytes
+    say it is one (a phone photo saved as `.jfif`, a JPEG without an extension); hidden
+    files and folders are taken too (nothing is skipped silently, least of all with
+    --in-place). Passed over: files that are not media, our own temporary files, and
+    anything inside `exclude` (the output folder).
+    """
+    take: list[Path] = []
+    skipped: list[tuple[str, str]] = []
+    for f in sorted(root.rglob("*")):
+        if not f.is_file():
+            continue
+        if exclude is not None and exclude in f.resolve().parents:
+            continue  # our own outputs: never re-processed
+        if TEMP_MARK in f.name:
+            skipped.append((str(f), "an unfinished temporary file of anonyface"))
+        elif f.suffix.lower() in MEDIA_EXTENSIONS or _looks_like_media(f):
+            take.append(f)
+        else:
+            skipped.append((str(f), "not a photo or video"))
+    return take, skipped
+
+
+def _looks_like_media(path: Path) -> bool:
+    try:
+        with open(path, "rb") as fh:
+            return sniff(fh.read(16)) is not None
+    except OSError:
+        return True  # unreadable: let the job say why, as a failure
+
+
+def plan_jobs(inputs: list[str], output: str | None, fmt: str | None, in_place: bool) -> tuple[list[Job], list[tuple[str, str]], list[tuple[str, str]]]:
+    """Turn the command line's inputs into (source, output) jobs, errors for inputs that
+    name nothing, and (file, reason) for files in folders that were passed over."""
+    skipped: list[tuple[str, str]] = []
     fmt_ext = f".{fmt}" if fmt else None
     jobs: list[Job] = []
     errors: list[tuple[str, str]] = []
@@ -222,13 +256,9 @@ def plan_jobs(inputs: list[str], output: str | None, fmt: str | None, in_place: 
         for path in paths:
             if path.is_dir():
                 root_default = None if out_dir or in_place else path.with_name(path.name + SUFFIX)
-                for f in sorted(path.rglob("*")):
-                    if not f.is_file() or f.suffix.lower() not in MEDIA_EXTENSIONS:
-                        continue
-                    if any(part.startswith(".") for part in f.relative_to(path).parts):
-                        continue
-                    if out_resolved and out_resolved in f.resolve().parents:
-                        continue  # never re-process our own outputs
+                files, passed = walk_folder(path, out_resolved)
+                skipped += passed
+                for f in files:
                     add_file(f, f.relative_to(path), root_default)
             else:
                 add_file(path, None, None)
@@ -242,7 +272,7 @@ def plan_jobs(inputs: list[str], output: str | None, fmt: str | None, in_place: 
                 continue
             seen[key] = job.label
         unique.append(job)
-    return unique, errors
+    return unique, errors, skipped
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -261,7 +291,7 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as e:
         parser.error(str(e))
 
-    jobs, errors = plan_jobs(args.inputs, args.output, args.format, args.in_place)
+    jobs, errors, skipped = plan_jobs(args.inputs, args.output, args.format, args.in_place)
     if args.output == "-" and len(jobs) > 1:
         parser.error("-o - (standard output) takes a single input")
     if args.output is not None and args.output != "-" and len(jobs) > 1 and Path(args.output).is_file():
@@ -279,8 +309,12 @@ def main(argv: list[str] | None = None) -> int:
         return 1
 
     results: list[FileResult] = [FileResult(src, None, error=msg) for src, msg in errors]
+    results += [FileResult(src, None, skipped=why) for src, why in skipped]
     for src, msg in errors:
         print(f"anonyface: {src}: {msg}", file=sys.stderr)
+    if not args.quiet:
+        for src, why in skipped:
+            print(f"anonyface: {src}: skipped ({why})", file=sys.stderr)
     start = time.perf_counter()
     try:
         results += _run_batch(anon, jobs, options, quiet=args.quiet)
@@ -312,8 +346,8 @@ def _run_batch(anon, jobs: list[Job], options: FileOptions, quiet: bool) -> list
         for job in jobs:
             result = run_job(anon, job.source, job.output, options, job.label)
             results.append(result)
-            if result.error:
-                msg = f"anonyface: {job.label}: {result.error}"
+            for text in ([result.error] if result.error else []) + ([result.note] if result.note else []):
+                msg = f"anonyface: {job.label}: {text}"
                 bar.write(msg, file=sys.stderr) if bar is not None else print(msg, file=sys.stderr)
             if bar is not None:
                 bar.update(1)
@@ -329,11 +363,14 @@ def _summary(results: list[FileResult], elapsed: float) -> str:
     failed = [r for r in results if r.error]
     n_faces = sum(len(r.faces) for r in results)
     caught = sum(len(r.audited) for r in results)
-    skipped = sum(1 for r in results if not r.error and not r.output)
     audit = f", {caught} more caught by the audit" if caught else ""
     parts = [f"{len(done)} anonymized ({n_faces} face{'s' if n_faces != 1 else ''}{audit})"]
-    if skipped:
-        parts.append(f"{skipped} skipped (output exists)")
+    reasons: dict[str, int] = {}
+    for r in results:
+        if not r.error and not r.output:
+            reasons[r.skipped or "output exists"] = reasons.get(r.skipped or "output exists", 0) + 1
+    for why, n in reasons.items():
+        parts.append(f"{n} skipped ({why})")
     if failed:
         parts.append(f"{len(failed)} failed")
     rate = f", {len(done) / elapsed:.1f} images/s" if elapsed > 0 and len(done) > 1 else ""

@@ -35,6 +35,8 @@ class FileResult:
     error: str | None = None
     video: VideoStats | None = None
     audited: list[Face] = field(default_factory=list)  # faces the audit found uncovered, and blurred
+    skipped: str | None = None  # why the file was passed over (no output, no error)
+    note: str | None = None  # something the user should know (e.g. written through a link)
 
     def to_dict(self) -> dict:
         d = {
@@ -44,6 +46,7 @@ class FileResult:
             "height": self.size[1] if self.size else None,
             "faces": [f.to_dict() for f in self.faces],
             "error": self.error,
+            "skipped": self.skipped,
             "audit": [f.to_dict() for f in self.audited],
         }
         if self.video is not None:
@@ -87,10 +90,32 @@ def process_file(anonymizer, source: str | os.PathLike, output: str | os.PathLik
     then nothing is written."""
     opts = options or FileOptions()
     src, dst = Path(source), Path(output)
-    if not opts.overwrite_input and dst.exists() and same_file(src, dst):
-        raise ValueError("output would overwrite the input (use --in-place to allow it)")
-    if is_video(src):
-        return _process_video_file(anonymizer, src, dst, opts)
+    note = None
+    if dst.exists() and same_file(src, dst):
+        if not opts.overwrite_input:
+            raise ValueError("output would overwrite the input (use --in-place to allow it)")
+        dst, note = _in_place_target(dst)
+    result = _process_video_file(anonymizer, src, dst, opts) if is_video(src) else _process_photo(anonymizer, src, dst, opts)
+    result.note = note
+    return result
+
+
+def _in_place_target(path: Path) -> tuple[Path, str | None]:
+    """Where an in-place output really goes: through a symbolic link to the file behind
+    it (replacing the link would leave the face in that file). A file with other hard
+    links is refused: a new file under this name would leave the face under the others."""
+    note = None
+    if path.is_symlink():
+        real = path.resolve()
+        path, note = real, f"a link: anonymized the file it points to, {real}"
+    links = path.stat().st_nlink
+    if links > 1:
+        raise ValueError(f"has {links} hard links: anonymizing it in place would leave the face under the other names; "
+                         "anonymize a copy (-o) instead")
+    return path, note
+
+
+def _process_photo(anonymizer, src: Path, dst: Path, opts: FileOptions) -> FileResult:
     picture = read_image(src, anonymizer.max_pixels)
     img, faces, caught = anonymizer.process_picture(picture)
     write_atomic(dst, encode_output(img, picture, dst, opts))

@@ -19,11 +19,45 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 #: Formats we read and write, by Pillow's name, and the extensions that choose them.
+#: MPO (phone JPEGs with a second picture inside) is read as its first picture and
+#: written as JPEG; HEIF needs pillow-heif (`pip install "anonyface[heif]"`).
 FORMATS = {
-    ".jpg": "JPEG", ".jpeg": "JPEG", ".jpe": "JPEG", ".png": "PNG", ".webp": "WEBP",
-    ".bmp": "BMP", ".tif": "TIFF", ".tiff": "TIFF",
+    ".jpg": "JPEG", ".jpeg": "JPEG", ".jpe": "JPEG", ".jfif": "JPEG", ".mpo": "JPEG", ".png": "PNG",
+    ".webp": "WEBP", ".bmp": "BMP", ".tif": "TIFF", ".tiff": "TIFF", ".gif": "GIF", ".avif": "AVIF",
+    ".heic": "HEIF", ".heif": "HEIF",
 }
 IMAGE_EXTENSIONS = frozenset(FORMATS)
+#: What Pillow calls a format we read → the format we write it back in.
+_WRITE_AS = {"MPO": "JPEG"}
+
+
+def _register_heif() -> bool:
+    try:
+        import pillow_heif
+    except ImportError:
+        return False
+    pillow_heif.register_heif_opener()
+    return True
+
+
+HEIF_AVAILABLE = _register_heif()
+
+
+def sniff(head: bytes) -> str | None:
+    """What a file's first bytes say it is: "image", "video" or None (not media we know).
+    Used to tell a photo without a known extension from a file to skip."""
+    if head.startswith((b"\xff\xd8\xff", b"\x89PNG", b"GIF8", b"BM", b"II*\x00", b"MM\x00*")):
+        return "image"
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return "image"
+    if head[4:8] == b"ftyp":
+        brand = head[8:12]
+        if brand in (b"heic", b"heix", b"hevc", b"heim", b"heis", b"mif1", b"msf1", b"avif", b"avis"):
+            return "image"
+        return "video"
+    if head.startswith(b"\x1aE\xdf\xa3") or (head[:4] == b"RIFF" and head[8:11] == b"AVI"):
+        return "video"
+    return None
 
 #: Refuse images above this many pixels unless told otherwise (decompression bombs).
 DEFAULT_MAX_PIXELS = 100_000_000
@@ -91,15 +125,20 @@ def read_image(source: str | os.PathLike | bytes, max_pixels: int = DEFAULT_MAX_
                 )
             if w == 0 or h == 0:
                 raise ImageError("image has no pixels")
-            fmt = im.format or "PNG"
+            fmt = _WRITE_AS.get(im.format, im.format or "PNG")
             if fmt not in set(FORMATS.values()):
-                raise ImageError(f"unsupported image format {fmt}; supported: JPEG, PNG, WebP, BMP, TIFF")
-            if getattr(im, "n_frames", 1) > 1:
-                raise ImageError(f"{fmt} with {im.n_frames} frames/pages: only single-frame images are supported")
-            im.load()
+                raise ImageError(f"unsupported image format {fmt}; supported: JPEG, PNG, WebP, BMP, TIFF, GIF, AVIF, HEIF")
+            if getattr(im, "n_frames", 1) > 1 and im.format != "MPO":
+                raise ImageError(
+                    f"{fmt} with {im.n_frames} frames/pages: refused, only single-frame images are anonymized "
+                    "(a frame left as it is could show a face)"
+                )
+            im.load()  # an MPO's first picture: the second one is dropped, never written
     except ImageError:
         raise
     except UnidentifiedImageError:
+        if sniff(data[:16]) == "image" and data[4:8] == b"ftyp" and not HEIF_AVAILABLE:
+            raise ImageError('HEIC/HEIF photos need pillow-heif: pip install "anonyface[heif]"') from None
         raise ImageError("not an image, or a format that cannot be read") from None
     except Image.DecompressionBombError as e:
         raise ImageError(f"refused as a decompression bomb: {e}") from None
@@ -239,6 +278,12 @@ def encode_image(
             params["compression"] = "tiff_deflate" if comp == "tiff_adobe_deflate" else comp
     elif fmt == "PNG" and img.mode == "CMYK":
         img = img.convert("RGB")
+    elif fmt in ("AVIF", "HEIF"):
+        if img.mode not in ("RGB", "RGBA"):
+            img = img.convert("RGBA" if "A" in img.mode else "RGB")
+        params["quality"] = quality
+    elif fmt == "GIF" and img.mode not in ("P", "L", "1"):
+        img = img.convert("RGB").quantize(256, dither=Image.Dither.NONE)
     buf = io.BytesIO()
     try:
         img.save(buf, fmt, **params)
