@@ -7,6 +7,7 @@ mixed with the original, so a soft edge never lets a face pixel through.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import cv2
@@ -16,6 +17,11 @@ from .detection import Face
 from .geometry import Region, blend, clip_box, face_region
 
 METHODS = ("blur", "pixelate", "solid")
+
+#: Limits past which a setting leaves faces recognisable; refused unless the caller
+#: says it means it (`--unsafe`, `Anonymizer(unsafe=True)`). From the measurements in
+#: docs/detection.md ("Cover strength"): dlib re-identification of covered faces.
+FLOORS = {"mask_scale": 1.0, "blur_strength": 0.1, "blocks": 12, "feather": 1.0}
 
 
 @dataclass(frozen=True)
@@ -44,6 +50,9 @@ class CoverSettings:
     synth_min_score: float = 0.5
 
     def __post_init__(self) -> None:
+        for name in ("mask_scale", "feather", "blur_strength", "synth_min_size", "synth_min_score"):
+            if not math.isfinite(getattr(self, name)):
+                raise ValueError(f"{name} must be a finite number")
         if self.shape not in ("ellipse", "box"):
             raise ValueError("shape must be 'ellipse' or 'box'")
         if not self.mask_scale > 0:
@@ -54,6 +63,20 @@ class CoverSettings:
             raise ValueError("blur_strength must be positive")
         object.__setattr__(self, "feather", max(0.0, self.feather))
         object.__setattr__(self, "color", tuple(self.color))
+
+    def unsafe_choices(self) -> list[str]:
+        """The settings that would leave faces recognisable (see `FLOORS`), in words;
+        empty when every setting covers."""
+        out = []
+        if self.mask_scale < FLOORS["mask_scale"]:
+            out.append(f"mask_scale {self.mask_scale:g} is below {FLOORS['mask_scale']:g}: the cover would not reach the whole face")
+        if self.blur_strength < FLOORS["blur_strength"]:
+            out.append(f"blur_strength {self.blur_strength:g} is below {FLOORS['blur_strength']:g}: blurred faces stay recognisable")
+        if self.blocks > FLOORS["blocks"]:
+            out.append(f"blocks {self.blocks} is above {FLOORS['blocks']}: pixelated faces stay recognisable")
+        if self.feather > FLOORS["feather"]:
+            out.append(f"feather {self.feather:g} is above {FLOORS['feather']:g}")
+        return out
 
     def region(self, face: Face) -> Region:
         """The area covered for `face`."""

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from . import __version__
 from .anonymizers import CoverSettings
-from .api import DEFAULT_METHOD, METHODS
+from .api import DEFAULT_METHOD, MAX_SAFE_THRESHOLD, METHODS
 from .detection import DEFAULT_THRESHOLD
 from .files import MEDIA_EXTENSIONS, FileOptions, FileResult, is_video, run_job
 from .media import DEFAULT_MAX_PIXELS, FORMATS, TEMP_MARK, sniff, write_atomic
@@ -74,6 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_cover_arguments(g)
     g = p.add_argument_group("detection")
     g.add_argument("-t", "--threshold", type=float, default=DEFAULT_THRESHOLD, metavar="T", help="minimum detection score in [0, 1]; lower finds more faces and more false alarms (default: %(default)s)")
+    g.add_argument("--unsafe", action="store_true", help="allow settings that leave faces recognisable (a threshold above 0.7, a weak blur, a coarse mosaic, a mask smaller than the face); for experts who mean it")
     g.add_argument("--no-audit", dest="audit", action="store_false", help="photos: skip the second-detector audit (an independent detector checks each output and blurs any face left uncovered)")
     g = p.add_argument_group("files")
     g.add_argument("--format", choices=sorted({e.lstrip('.') for e in FORMATS}), help="write every output in this format instead of the input's")
@@ -144,18 +145,32 @@ def _file_options(args) -> FileOptions:
     )
 
 
+def _option_names(text: str) -> str:
+    for name in ("mask_scale", "blur_strength", "blocks", "feather", "threshold", "unsafe=True / "):
+        text = text.replace(name, "" if name.startswith("unsafe") else "--" + name.replace("_", "-"))
+    return text
+
+
 def cover_settings(args, parser: argparse.ArgumentParser) -> CoverSettings:
+    """The covering options, checked: refused when they would leave faces recognisable,
+    unless --unsafe."""
     try:
         color = _parse_color(args.color)
     except ValueError:
         parser.error(f"--color must be R,G,B with values 0-255, got {args.color!r}")
     try:
-        return CoverSettings(
+        settings = CoverSettings(
             mask_scale=args.mask_scale, shape=args.shape, feather=args.feather, blocks=args.blocks,
             blur_strength=args.blur_strength, color=color,
         )
     except ValueError as e:
-        parser.error(str(e).replace("mask_scale", "--mask-scale").replace("blur_strength", "--blur-strength").replace("blocks", "--blocks"))
+        parser.error(_option_names(str(e)))
+    problems = settings.unsafe_choices() if not getattr(args, "unsafe", False) else []
+    if getattr(args, "threshold", 0.0) > MAX_SAFE_THRESHOLD and not getattr(args, "unsafe", False):
+        problems.append(f"threshold {args.threshold:g} is above {MAX_SAFE_THRESHOLD:g}: sure faces would be left uncovered")
+    if problems:
+        parser.error(_option_names("; ".join(problems)) + " (add --unsafe if you really mean it)")
+    return settings
 
 
 def _parse_color(text: str) -> tuple[int, int, int]:
@@ -302,7 +317,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         anon = Anonymizer(
             method=args.method, threshold=args.threshold, seed=args.seed, max_pixels=args.max_pixels,
-            settings=settings, audit=args.audit,
+            settings=settings, audit=args.audit, unsafe=args.unsafe,
         )
     except Exception as e:  # the model itself could not load: nothing can be done
         print(f"anonyface: error: cannot load the models: {e}", file=sys.stderr)
