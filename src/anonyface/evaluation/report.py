@@ -341,12 +341,13 @@ def scene_definitions() -> list[str]:
     return [
         f"- **still a face**: the share of reference faces (every size) for which the same judge finds a box in the "
         f"output with IoU ≥ {RETAIN_IOU} with its box on the original; by the face's width in px.",
-        f"- **seam score**: at our detection's erase box (face box × {ERASE_SCALE}, what synth repaints): the mean "
-        "squared difference between the mean colour of the band just inside the face box (painted at full opacity) "
-        "and of the band just outside the erase box (kept), each as deep as the gap between the two boxes, over "
-        "every position along the four edges; output over original (each + "
-        f"{SEAM_FLOOR:g} levels²). 1 = as smooth across the border as the untouched photo. Faces ≥ {MIN_SCENE_PX} px "
-        "that our detector finds. The covering methods' ellipse reaches past the erase box: their score is a reference.",
+        f"- **seam score**: gradient energy across the border of our detection's erase box (face box × "
+        f"{ERASE_SCALE}, what synth repaints): squared differences of neighbouring pixels perpendicular to each "
+        "edge, over the band from one fade-width (the gap between face box and erase box) outside the erase box "
+        "to one inside the face box; output over original (each + "f"{SEAM_FLOOR:g} levels²). 1 = as smooth across the border as the untouched photo. Faces ≥ {MIN_SCENE_PX} px "
+        "that our detector finds. It finds steps (a hard-pasted box), not a change of texture: a smooth fade "
+        "between a smooth face and beard or hair scores < 1, as blur does; read it with the face sheet. "
+        "The covering methods' ellipse reaches past the erase box: their score is a reference.",
         "- **lighting error**: for luminance (mean luma), contrast (luma std) and saturation (mean HSV S), all 0–255: "
         "offset = face box in the output − the context ring of the original (erase box to "
         f"{RING_SCALE}× it); error = mean |offset of the output − offset of the real face|. **outside real range**: "

@@ -9,18 +9,20 @@ are a pixel or two wide.
 
 Seam score
     synth pastes its face fully opaque inside the face box and fades it out
-    to nothing at the erase box's border (a ramp `k` px wide, k = the gap
-    between the two boxes, 7.5 % of the face width, at least 2 px). For each
-    edge and each pixel position along it: the mean colour of the `k` pixels
-    just inside the face box (all painted) and of the `k` pixels just outside
-    the erase box (all kept), perpendicular to the edge. The *seam energy* is
-    the mean, over all positions of the four edges that lie inside the image
-    with both bands, of the squared difference between the two means
-    (averaged over R, G, B; grey levels²): a step from the painted face to
-    the photo across the fade raises it; the structure that crosses the
-    border in the photo (jaw line, hair) raises it in the original too. The *seam score* of a
-    face is the output's seam energy over the original's at the same box,
-    with `SEAM_FLOOR` added to both (so a face on a flat wall, whose original
+    to nothing at the erase box's border (a fade `k` px wide, k = the gap
+    between the two boxes, 7.5 % of the face width, at least 2 px). The
+    *seam energy* is the gradient energy across that border: the squared
+    colour difference between neighbouring pixels in the direction
+    perpendicular to the edge (averaged over R, G, B; grey levels²), averaged
+    over the band from `k` px outside the erase box to `k` px inside the face
+    box (the fade and a fade-width on either side), along the face box's
+    span of each of the four edges that fit in the image with their band.
+    A hard-pasted box puts a step on one line of that band and raises it; a
+    smooth fade between contents that do not match (a smooth painted face
+    against beard or hair) does not — it *lowers* it, as blur does: the score
+    finds steps, not a change of texture, so read it with the face sheet.
+    The *seam score* of a face is the output's seam energy over the
+    original's at the same box, with `SEAM_FLOOR` added to both (so a face on a flat wall, whose original
     energy is ~0, does not divide by zero): 1 = as smooth across the border as
     the untouched photo, > 1 a step the photo did not have.
 
@@ -66,43 +68,42 @@ def erase_rect(face_box) -> tuple[float, float, float, float]:
     return expand_box(tuple(float(v) for v in face_box), ERASE_SCALE)
 
 
-def _band_pairs(rgb: np.ndarray, face_box) -> list[tuple[np.ndarray, np.ndarray]]:
-    """(inside, outside) mean-colour profiles along each edge, shape (positions, 3): inside = the k
-    pixels just inside the face box, outside = the k pixels just outside the erase box, with k the
-    gap between the two boxes (at least 2 px)."""
+def _edge_gradients(rgb: np.ndarray, face_box) -> list[np.ndarray]:
+    """Squared colour differences between neighbouring pixels, perpendicular to each edge, over the
+    band from `k` px outside the erase box to `k` px inside the face box (k = the gap between the
+    boxes, at least 2 px), along the face box's span; one array per edge that fits in the image."""
     h, w = rgb.shape[:2]
     fx1, fy1, fx2, fy2 = (int(round(v)) for v in face_box)
     x1, y1, x2, y2 = (int(round(v)) for v in erase_rect(face_box))
     k = max(2, fx1 - x1)
-    img = rgb[..., :3]  # slices are averaged as float32; the image is not copied
-
-    def m(block, axis):
-        return block.mean(axis=axis, dtype=np.float32)
-
-    pairs = []
-    xa, xb = max(0, fx1), min(w, fx2)  # positions along the horizontal edges (the face box's span)
-    ya, yb = max(0, fy1), min(h, fy2)  # along the vertical edges
+    xa, xb = max(0, fx1), min(w, fx2)
+    ya, yb = max(0, fy1), min(h, fy2)
+    bands = []
     if xb > xa:
-        if y1 - k >= 0 and fy1 + k <= h:  # top
-            pairs.append((m(img[fy1:fy1 + k, xa:xb], 0), m(img[y1 - k:y1, xa:xb], 0)))
-        if fy2 - k >= 0 and y2 + k <= h:  # bottom
-            pairs.append((m(img[fy2 - k:fy2, xa:xb], 0), m(img[y2:y2 + k, xa:xb], 0)))
+        if y1 - k >= 0 and fy1 + k < h:
+            bands.append((rgb[y1 - k:fy1 + k + 1, xa:xb], 0))  # top
+        if fy2 - k - 1 >= 0 and y2 + k <= h:
+            bands.append((rgb[fy2 - k - 1:y2 + k, xa:xb], 0))  # bottom
     if yb > ya:
-        if x1 - k >= 0 and fx1 + k <= w:  # left
-            pairs.append((m(img[ya:yb, fx1:fx1 + k], 1), m(img[ya:yb, x1 - k:x1], 1)))
-        if fx2 - k >= 0 and x2 + k <= w:  # right
-            pairs.append((m(img[ya:yb, fx2 - k:fx2], 1), m(img[ya:yb, x2:x2 + k], 1)))
-    return [(a, b) for a, b in pairs if len(a) and len(b)]
+        if x1 - k >= 0 and fx1 + k < w:
+            bands.append((rgb[ya:yb, x1 - k:fx1 + k + 1], 1))  # left
+        if fx2 - k - 1 >= 0 and x2 + k <= w:
+            bands.append((rgb[ya:yb, fx2 - k - 1:x2 + k], 1))  # right
+    out = []
+    for block, axis in bands:
+        d = np.diff(block[..., :3].astype(np.float32), axis=axis)
+        if d.size:
+            out.append((d ** 2).mean(axis=-1).ravel())
+    return out
 
 
 def seam_energy(rgb: np.ndarray, face_box) -> float | None:
-    """Mean squared step (grey levels², over R, G, B) from the painted face box to the kept photo
-    outside the erase box; None when no edge lies inside the image with room for both bands."""
-    pairs = _band_pairs(rgb, face_box)
-    if not pairs:
+    """Gradient energy across the erase box's border (grey levels², mean over R, G, B); None when
+    no edge lies inside the image with room for the band."""
+    parts = _edge_gradients(rgb, face_box)
+    if not parts:
         return None
-    sq = np.concatenate([((a - b) ** 2).mean(axis=1) for a, b in pairs])
-    return float(sq.mean())
+    return float(np.concatenate(parts).mean())
 
 
 def seam_score(original: np.ndarray, output: np.ndarray, face_box) -> float | None:
