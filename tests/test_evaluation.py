@@ -175,6 +175,10 @@ def test_video_coverage_and_flicker(tmp_path):
     assert none["faces"] > 0 and none["uncovered"] == none["faces"]
     assert blur["uncovered"] == 0
     assert abs(none["flicker"]["flicker_ratio"] - 1.0) < 0.05
+    # seam and lighting of the tracked faces: the untouched clip is the reference
+    assert none["seam"]["faces"] > 0 and abs(none["seam"]["median"] - 1.0) < 0.05
+    assert none["lighting"]["luminance"]["error"] < 1.0
+    assert blur["seam"]["median"] < 0.9  # blur smooths across the border
 
 
 # -- issue 10: every face counted at the same place, seam, lighting, the face sheet ---------
