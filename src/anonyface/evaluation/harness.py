@@ -278,7 +278,7 @@ def evaluate(cfg: EvalConfig) -> dict:
             batch = [crop_face(rgb, b, GEN_SIZE, CROP_GROW).pixels for _, b in crop_boxes]
             batch_owner = [("orig", None)] * len(batch)
 
-            sheet = largest.candidates(item.key, rgb, refs, ref_info)
+            sheet = largest.candidates(item, rgb, refs, ref_info)
             want_thumb = contact_count.get(item.set, 0) < cfg.contact_per_set and len(refs) > 0
             thumbs = {"original": _thumb(rgb, 200)} if want_thumb else None
 
@@ -479,33 +479,43 @@ def _pose_error(detector: FaceDetector, crop: np.ndarray, lm: np.ndarray) -> flo
 
 
 class _LargestFaces:
-    """The `n` largest reference faces of the run, with 100 % crops of the original and of
-    every method's output (for `report.face_sheet`). Per photo: `candidates` picks the faces
-    that would enter, the method loop fills their crops, `add` keeps the n largest."""
+    """The `n` largest reference faces of each set, with 100 % crops of the original and of
+    every method's output (for `report.face_sheet`; per set, so tight UTKFace crops do not
+    crowd out the faces in the wild). Per photo: `candidates` picks the faces that would
+    enter, the method loop fills their crops, `add` keeps the n largest of the set."""
 
     def __init__(self, n: int) -> None:
         self.n = n
-        self.entries: list[dict] = []
+        self.by_set: dict[str, list[dict]] = {}
 
-    def _threshold(self) -> float:
-        return self.entries[-1]["width"] if len(self.entries) >= self.n else -1.0
+    @property
+    def entries(self) -> list[dict]:
+        return [e for entries in self.by_set.values() for e in entries]
 
-    def candidates(self, key: str, rgb: np.ndarray, refs, infos) -> list[dict]:
+    def _threshold(self, set_name: str) -> float:
+        entries = self.by_set.get(set_name, [])
+        return entries[-1]["width"] if len(entries) >= self.n else -1.0
+
+    def candidates(self, item: Item, rgb: np.ndarray, refs, infos) -> list[dict]:
         if self.n <= 0:
             return []
         out = []
         for ri, (ref, info) in enumerate(zip(refs, infos)):
-            if info.width > self._threshold():
+            if info.width > self._threshold(item.set):
                 box = info.scene.box if info.scene is not None else ref.main.box
                 region = expand_box(box, SHEET_GROW, square=True)
-                out.append({"item": key, "face": ri, "width": info.width, "our_box": info.scene is not None,
-                            "region": region, "crops": {"original": _sheet_crop(rgb, region)}})
+                out.append({"item": item.key, "set": item.set, "face": ri, "width": info.width,
+                            "our_box": info.scene is not None, "region": region,
+                            "crops": {"original": _sheet_crop(rgb, region)}})
         return sorted(out, key=lambda e: -e["width"])[: self.n]
 
     def add(self, entries: list[dict]) -> None:
         for e in entries:
             e.pop("region", None)
-        self.entries = sorted(self.entries + entries, key=lambda e: -e["width"])[: self.n]
+            kept = self.by_set.setdefault(e["set"], [])
+            kept.append(e)
+            kept.sort(key=lambda x: -x["width"])
+            del kept[self.n:]
 
 
 #: Face-sheet crops: the square of this many face widths (erase box and some context) at 100 %.

@@ -11,6 +11,7 @@ writes:
   reid.png            distribution of re-identification distances per method
   contact_sheet.jpg   before / after for a few photos of each set
   face_sheet.jpg      the 24 largest reference faces at 100 %, original and every method
+                      (one face_sheet-SET.jpg per set when there are several)
   misses.jpg          every uncovered face found (original | output), for review
   readme_section.md   the README's "How well does it work" section
   raw.pkl             everything, to rewrite the report (--from-raw) without re-running
@@ -192,9 +193,9 @@ def write_report(results: dict, out_dir: Path) -> dict:
     if results.get("_contact"):
         contact_sheet(results["_contact"], ["original", *results["results"]], out_dir / "contact_sheet.jpg")
         files.append("contact_sheet.jpg")
-    if results.get("_largest"):
-        face_sheet(results["_largest"], ["original", *results["results"]], out_dir / "face_sheet.jpg")
-        files.append("face_sheet.jpg")
+    for name, entries in face_sheets(results).items():
+        face_sheet(entries, ["original", *results["results"]], out_dir / name)
+        files.append(name)
     if results.get("_misses"):
         miss_sheet(results["_misses"], out_dir / "misses.jpg")
         files.append("misses.jpg")
@@ -415,9 +416,11 @@ def markdown(results: dict, summary: dict, files: list[str]) -> str:
     if any(v is not None for v in centre.values()):
         L.append("- For comparison, the earlier retention rule (centres within half a width, widths within 2.5×): "
                  + ", ".join(f"{n} {_fmt(v, ' %')}" for n, v in centre.items()) + ".")
-    if "face_sheet.jpg" in files:
-        L += ["", f"The {len(results.get('_largest') or [])} largest reference faces at 100 %, original then every "
-              "method: [face_sheet.jpg](face_sheet.jpg)."]
+    for name, entries in face_sheets(results).items():
+        if name in files:
+            where = f" of set `{entries[0]['set']}`" if len(face_sheets(results)) > 1 else ""
+            L += ["", f"The {len(entries)} largest reference faces{where} at 100 %, original then every method: "
+                  f"[{name}]({name})."]
     L.append("")
     L += ["## What the columns mean", "",
           f"- **faces**: reference faces — found in the *original* by at least one judge ({', '.join(judges)}) and merged "
@@ -672,6 +675,16 @@ def miss_sheet(misses: list[dict], path: Path, per_row: int = 6) -> None:
         tiles.append(np.full_like(tiles[0], 255))
     rows = [np.concatenate(tiles[i:i + per_row], axis=1) for i in range(0, len(tiles), per_row)]
     cv2.imwrite(str(path), np.concatenate(rows, axis=0)[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, 88])
+
+
+def face_sheets(results: dict) -> dict[str, list[dict]]:
+    """File name → the largest faces on it: `face_sheet.jpg`, or one `face_sheet-SET.jpg` per set."""
+    by: dict[str, list[dict]] = {}
+    for e in results.get("_largest") or []:
+        by.setdefault(e.get("set", ""), []).append(e)
+    if len(by) <= 1:
+        return {"face_sheet.jpg": entries for entries in by.values()}
+    return {f"face_sheet-{s}.jpg": entries for s, entries in by.items()}
 
 
 def face_sheet(entries: list[dict], columns: list[str], path: Path, max_cell: int = 400) -> None:
