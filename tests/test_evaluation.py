@@ -175,3 +175,128 @@ def test_video_coverage_and_flicker(tmp_path):
     assert none["faces"] > 0 and none["uncovered"] == none["faces"]
     assert blur["uncovered"] == 0
     assert abs(none["flicker"]["flicker_ratio"] - 1.0) < 0.05
+    # seam and lighting of the tracked faces: the untouched clip is the reference
+    assert none["seam"]["faces"] > 0 and abs(none["seam"]["median"] - 1.0) < 0.05
+    assert none["lighting"]["luminance"]["error"] < 1.0
+    assert blur["seam"]["median"] < 0.9  # blur smooths across the border
+
+
+# -- issue 10: every face counted at the same place, seam, lighting, the face sheet ---------
+
+class _Painter:
+    """A stand-in method that paints each detected face in a way built to fail one measure."""
+
+    def __init__(self, how: str) -> None:
+        self.how = how
+
+    def cover_faces(self, rgb, faces, identities=None):
+        from anonyface.geometry import ERASE_SCALE, clip_box, expand_box
+
+        out = rgb.copy()
+        h, w = rgb.shape[:2]
+        for f in faces:
+            x1, y1, x2, y2 = clip_box(expand_box(f.box, ERASE_SCALE), w, h)
+            if self.how == "flat":  # hard-pasted flat box over the erase area: a seam
+                out[y1:y2, x1:x2] = (40, 200, 40)
+            elif self.how == "bright":  # the face lit far brighter than its scene
+                fx1, fy1, fx2, fy2 = clip_box(f.box, w, h)
+                out[fy1:fy2, fx1:fx2] = np.clip(rgb[fy1:fy2, fx1:fx2].astype(int) + 70, 0, 255)
+            elif self.how == "beside":  # the face erased, and a face painted 0.7 widths to its right
+                gx1, gy1, gx2, gy2 = clip_box(expand_box(f.box, 1.6), w, h)
+                head = rgb[gy1:gy2, gx1:gx2].copy()
+                out[gy1:gy2, gx1:gx2] = rgb[gy1:gy2, gx1:gx2].reshape(-1, 3).mean(axis=0).astype(np.uint8)
+                dx = int(round(0.7 * f.width))
+                tx2 = min(w, gx2 + dx)
+                out[gy1:gy2, gx1 + dx:tx2] = head[:, : tx2 - gx1 - dx]
+        return out
+
+
+@pytest.fixture(scope="module")
+def scene_run(tmp_path_factory):
+    from anonyface.evaluation import harness
+
+    root = tmp_path_factory.mktemp("scene")
+    photos = root / "photos"
+    photos.mkdir()
+    img, _ = group_photo(sizes=(130, 80), angles=(0, 0), width=900, seed=3)
+    cv2.imwrite(str(photos / "two.png"), img[..., ::-1])
+    cfg = EvalConfig(
+        inputs=[str(photos)], out_dir=root / "report", methods=("none", "flat", "bright", "beside"),
+        detectors=("hog",), fd=False, pose=False, memory=False, metadata=False, video=False, quiet=True,
+        sheet_faces=2,
+    )
+    make = harness._make_method
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(harness, "_make_method", lambda name, det, seed: make(name, det, seed) if name == "none" else _Painter(name))
+        results = evaluate(cfg)
+    summary = write_report(results, cfg.out_dir)
+    return results, summary, cfg.out_dir
+
+
+def test_retention_rule_needs_the_same_place():
+    box = (100.0, 100.0, 200.0, 200.0)
+    assert M.retained_at(box, [(103.0, 98.0, 205.0, 201.0)])
+    beside = (145.0, 100.0, 245.0, 200.0)  # 0.45 widths to the right: IoU 0.38
+    assert not M.retained_at(box, [beside])
+    assert M.found_at(box, [beside])  # the old centre rule took it for the same face
+    assert [M.size_band(x) for x in (8, 16, 23.9, 24, 60, 96, 400)] == ["<16", "16-24", "16-24", "24-48", "48-96", ">=96", ">=96"]
+
+
+def test_a_face_painted_beside_is_not_retained(scene_run):
+    _, s, _ = scene_run
+    none, beside = s["overall"]["none"], s["overall"]["beside"]
+    assert none["faces"] >= 2 and none["retained_pct"] == 100.0
+    assert beside["retained_pct"] == 0.0
+    bands = none["retained_by_band"]
+    assert sum(b["faces"] for b in bands.values()) == none["faces"]
+    assert bands[">=96"]["faces"] >= 1 and bands["48-96"]["faces"] >= 1
+
+
+def test_seam_score_flags_a_hard_pasted_box(scene_run):
+    _, s, _ = scene_run
+    none, flat = s["overall"]["none"]["seam"], s["overall"]["flat"]["seam"]
+    assert none["faces"] >= 2 and abs(none["median"] - 1.0) < 0.05  # untouched: as smooth as the photo
+    assert flat["median"] > 2.0 and flat["over_1_5_pct"] == 100.0  # issue 10's bar: within 1.5× of the photo
+
+
+def test_lighting_error_flags_a_brightened_face(scene_run):
+    _, s, _ = scene_run
+    none, bright = s["overall"]["none"]["lighting"], s["overall"]["bright"]["lighting"]
+    assert none["faces"] >= 2 and none["luminance"]["error"] < 1.0
+    assert bright["luminance"]["error"] > 40.0
+    assert bright["luminance"]["offset_out"] > bright["luminance"]["offset_real"] + 40.0
+    assert bright["luminance"]["outside_pct"] == 100.0
+
+
+def test_scene_report_and_face_sheet(scene_run):
+    results, _, out = scene_run
+    sheet = cv2.imread(str(out / "face_sheet.jpg"))
+    assert sheet is not None and len(results["_largest"]) == 2
+    widths = [e["width"] for e in results["_largest"]]
+    assert widths == sorted(widths, reverse=True)
+    big = results["_largest"][0]
+    assert set(big["crops"]) == {"original", "none", "flat", "bright", "beside"}
+    assert big["crops"]["original"].shape[0] >= 1.6 * big["width"]  # at 100 %: not shrunk
+    md = (out / "report.md").read_text()
+    assert "belong in the picture" in md and "| **flat** |" in md and "face_sheet.jpg" in md
+    assert "| **beside** |" in (out / "readme_section.md").read_text()
+
+
+def test_seam_and_lighting_functions():
+    from anonyface.evaluation import scene
+
+    rng = np.random.default_rng(1)
+    img = cv2.GaussianBlur(rng.integers(0, 255, (200, 200, 3), dtype=np.uint8), (0, 0), 3)
+    box = (70.0, 70.0, 130.0, 130.0)
+    assert scene.seam_score(img, img, box) == pytest.approx(1.0)
+    pasted = img.copy()
+    x1, y1, x2, y2 = (int(round(v)) for v in scene.erase_rect(box))
+    pasted[y1:y2, x1:x2] = 255
+    assert scene.seam_score(img, pasted, box) > 10
+    assert scene.seam_energy(img, (0.0, 0.0, 190.0, 199.0)) is None  # no edge with room for both bands
+    f = scene.SceneFace(img, box)
+    lit = img.copy()
+    lit[70:130, 70:130] = np.clip(img[70:130, 70:130].astype(int) + 30, 0, 255)
+    rec = f.measure(lit)
+    assert rec["lighting"]["luminance"]["out"] - rec["lighting"]["luminance"]["real"] == pytest.approx(30, abs=1.5)
+    assert abs(rec["lighting"]["contrast"]["out"] - rec["lighting"]["contrast"]["real"]) < 1.5

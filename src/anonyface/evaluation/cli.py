@@ -44,6 +44,8 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--no-pose", action="store_true", help="skip pose fidelity")
     ap.add_argument("--no-video", action="store_true", help="skip the videos among the inputs")
     ap.add_argument("--contact", type=int, default=3, metavar="N", help="photos per set on the contact sheet")
+    ap.add_argument("--sheet-faces", type=int, default=24, metavar="N",
+                    help="the N largest reference faces at 100 %% in face_sheet.jpg (default 24; 0: none)")
     ap.add_argument("--from-raw", action="store_true",
                     help="rewrite the report in REPORT_DIR from its raw.pkl (no evaluation; for report changes)")
     ap.add_argument("-q", "--quiet", action="store_true")
@@ -85,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
         threshold=DEFAULT_THRESHOLD if args.threshold is None else args.threshold,
         seed=args.seed, sample=args.sample, val_inputs=tuple(args.val_from), split_root=args.split_root,
         val_fraction=args.val_fraction, split_seed=args.split_seed, fd=not args.no_fd, pose=not args.no_pose,
-        contact_per_set=args.contact, video=not args.no_video, video_stride=args.video_stride, quiet=args.quiet,
+        contact_per_set=args.contact, sheet_faces=args.sheet_faces, video=not args.no_video, video_stride=args.video_stride, quiet=args.quiet,
         command="anonyface-eval " + " ".join(shlex.quote(a) for a in argv),
     )
     try:
@@ -98,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
         for name, a in summary["overall"].items():
             sp = summary["speed"][name]
             print(f"{name:>9}: {a['faces']} faces, uncovered {a['uncovered']}, re-id {a['reid_pct']} %, "
-                  f"retained {a['retained_pct']} %, {sp['photos_per_s']} photos/s")
+                  f"retained {a['retained_pct']} %, seam {a['seam']['median']}, {sp['photos_per_s']} photos/s")
         print(f"report: {cfg.out_dir / 'report.md'}")
     return 0
 

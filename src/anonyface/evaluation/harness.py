@@ -35,13 +35,14 @@ import numpy as np
 from PIL import Image
 
 from ..detection import DEFAULT_THRESHOLD, FaceDetector
-from ..geometry import CROP_GROW, GEN_SIZE, crop_face
+from ..geometry import CROP_GROW, GEN_SIZE, clip_box, crop_face, expand_box
 from ..files import FileOptions, encode_output
 from ..media import ImageError, Picture, read_image, to_pil
 from . import metrics as M
 from .detectors import deface_command, make_detectors
 from .identity import MIN_REID_PX, FaceEmbedder
 from .inputs import Item, collect
+from .scene import MIN_SCENE_PX, SceneFace
 
 DEFAULT_METHODS = ("blur", "pixelate", "solid", "synth", "deface")
 PSEUDO_METHODS = ("none", "deface")
@@ -68,6 +69,7 @@ class EvalConfig:
     video: bool = True
     video_stride: int = 10
     contact_per_set: int = 3
+    sheet_faces: int = 24
     max_miss_crops: int = 48
     quiet: bool = False
     command: str = ""
@@ -230,6 +232,7 @@ def evaluate(cfg: EvalConfig) -> dict:
         orig_feats: list[np.ndarray] = []
         orig_feat_meta: list[dict] = []
         pose_orig: list[float] = []
+        largest = _LargestFaces(cfg.sheet_faces)
 
         for idx, item in enumerate(items):
             t_item = time.perf_counter()
@@ -261,6 +264,8 @@ def evaluate(cfg: EvalConfig) -> dict:
                 if ref.width >= M.MIN_CROP_PX:
                     crop_boxes.append((len(ref_info), main.box))
                 our = next((f for f in ours if ref.matches(_as_det(f))), None)
+                if our is not None and our.width >= MIN_SCENE_PX:
+                    info.scene = SceneFace(rgb, our.box)  # seam and lighting reference, at our erase box
                 if cfg.pose and our is not None and our.width >= M.MIN_CROP_PX:
                     crop = crop_face(rgb, our.box, GEN_SIZE, CROP_GROW)
                     info.pose = (our.box, crop.to_crop(our.landmarks))
@@ -273,6 +278,7 @@ def evaluate(cfg: EvalConfig) -> dict:
             batch = [crop_face(rgb, b, GEN_SIZE, CROP_GROW).pixels for _, b in crop_boxes]
             batch_owner = [("orig", None)] * len(batch)
 
+            sheet = largest.candidates(item, rgb, refs, ref_info)
             want_thumb = contact_count.get(item.set, 0) < cfg.contact_per_set and len(refs) > 0
             thumbs = {"original": _thumb(rgb, 200)} if want_thumb else None
 
@@ -311,8 +317,11 @@ def evaluate(cfg: EvalConfig) -> dict:
                         "width": info.width, "detectors": info.detectors, "ours_found": info.ours_found,
                         "changed": {n: round(s, 4) for n, s in shares.items()},
                         "uncovered": any(M.is_unchanged(s) for s in shares.values()),
-                        "retained": {n: M.found_at(d.box, out_dets.get(n, [])) for n, d in ref.members.items()},
+                        "retained": {n: M.retained_at(d.box, out_dets.get(n, [])) for n, d in ref.members.items()},
+                        "retained_centre": {n: M.found_at(d.box, out_dets.get(n, [])) for n, d in ref.members.items()},
                     }
+                    if info.scene is not None:
+                        rec.update(info.scene.measure(out))
                     if info.embedding is not None:
                         rec["reid_distance"] = round(float(np.linalg.norm(info.embedding - embedder.embed(out, info.shape))), 4)
                     if info.pose is not None:
@@ -330,6 +339,8 @@ def evaluate(cfg: EvalConfig) -> dict:
                     batch_owner.append((name, None))
                 if thumbs is not None:
                     thumbs[name] = _thumb(out, 200)
+                for entry in sheet:
+                    entry["crops"][name] = _sheet_crop(out, entry["region"])
 
             if features is not None and batch:
                 feats = features(np.stack(batch))
@@ -341,6 +352,7 @@ def evaluate(cfg: EvalConfig) -> dict:
                     else:
                         results[owner].features.append(f)
                         results[owner].feature_meta.append(meta)
+            largest.add(sheet)
             if thumbs is not None:
                 contact_count[item.set] = contact_count.get(item.set, 0) + 1
                 contact.append({"item": item.key, "thumbs": thumbs})
@@ -410,7 +422,7 @@ def evaluate(cfg: EvalConfig) -> dict:
             "memory": memory, "metadata": metadata, "video": video,
             "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
             "runtime_s": time.perf_counter() - t_start,
-            "_contact": contact, "_misses": misses,
+            "_contact": contact, "_misses": misses, "_largest": largest.entries,
         }
     finally:
         for j in judges:
@@ -445,6 +457,7 @@ class _RefFace:
     shape: object = None  # dlib alignment (faces ≥ MIN_REID_PX)
     embedding: np.ndarray | None = None  # dlib embedding of the original face
     pose: tuple | None = None  # (our box, landmarks in crop pixels) for the pose error
+    scene: SceneFace | None = None  # seam / lighting reference at our erase box (faces ≥ MIN_SCENE_PX)
 
     def to_dict(self) -> dict:
         return {"width": self.width, "detectors": self.detectors, "ours_found": self.ours_found}
@@ -463,6 +476,56 @@ def _pose_error(detector: FaceDetector, crop: np.ndarray, lm: np.ndarray) -> flo
     from ..training.metrics import landmark_error  # the one pose-error rule
 
     return landmark_error(detector, crop, lm)
+
+
+class _LargestFaces:
+    """The `n` largest reference faces of each set, with 100 % crops of the original and of
+    every method's output (for `report.face_sheet`; per set, so tight UTKFace crops do not
+    crowd out the faces in the wild). Per photo: `candidates` picks the faces that would
+    enter, the method loop fills their crops, `add` keeps the n largest of the set."""
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+        self.by_set: dict[str, list[dict]] = {}
+
+    @property
+    def entries(self) -> list[dict]:
+        return [e for entries in self.by_set.values() for e in entries]
+
+    def _threshold(self, set_name: str) -> float:
+        entries = self.by_set.get(set_name, [])
+        return entries[-1]["width"] if len(entries) >= self.n else -1.0
+
+    def candidates(self, item: Item, rgb: np.ndarray, refs, infos) -> list[dict]:
+        if self.n <= 0:
+            return []
+        out = []
+        for ri, (ref, info) in enumerate(zip(refs, infos)):
+            if info.width > self._threshold(item.set):
+                box = info.scene.box if info.scene is not None else ref.main.box
+                region = expand_box(box, SHEET_GROW, square=True)
+                out.append({"item": item.key, "set": item.set, "face": ri, "width": info.width,
+                            "our_box": info.scene is not None, "region": region,
+                            "crops": {"original": _sheet_crop(rgb, region)}})
+        return sorted(out, key=lambda e: -e["width"])[: self.n]
+
+    def add(self, entries: list[dict]) -> None:
+        for e in entries:
+            e.pop("region", None)
+            kept = self.by_set.setdefault(e["set"], [])
+            kept.append(e)
+            kept.sort(key=lambda x: -x["width"])
+            del kept[self.n:]
+
+
+#: Face-sheet crops: the square of this many face widths (erase box and some context) at 100 %.
+SHEET_GROW = 1.7
+
+
+def _sheet_crop(rgb: np.ndarray, region) -> np.ndarray:
+    h, w = rgb.shape[:2]
+    x1, y1, x2, y2 = clip_box(region, w, h)
+    return rgb[y1:y2, x1:x2].copy()
 
 
 def _pair_crop(orig: np.ndarray, out: np.ndarray, box) -> np.ndarray:

@@ -16,7 +16,11 @@ Coverage — when is a face "left unchanged"?
 
 Retention (utility / realism) — a reference face is *retained* by an output
     when the same independent detector still finds a face at the same place in
-    it (`same_face`).
+    it: a box whose IoU with that detector's box on the original is at least
+    `RETAIN_IOU` = 0.4 (`retained_at`). Every reference face counts, however
+    small; the report also gives it by size band (`SIZE_BANDS`, the face's
+    width in px). The earlier, looser rule (`same_face`: centres within half a
+    width, widths within 2.5×) is kept beside it as `retained_centre`.
 
 Same place — two boxes are the same face when their centres are closer than
     half the smaller box's width and their widths differ by less than 2.5×
@@ -33,6 +37,8 @@ from dataclasses import dataclass, field
 
 import cv2
 import numpy as np
+
+from ..geometry import box_iou
 
 CHANGE_LEVEL = 8
 COVERED_SHARE = 0.25
@@ -77,6 +83,21 @@ def same_face(a, b) -> bool:
 
 def found_at(box, boxes) -> bool:
     return any(same_face(box, b) for b in boxes)
+
+
+#: A face is retained when the judge finds a box with at least this IoU with its original box.
+RETAIN_IOU = 0.4
+#: Size bands of reference faces (width in px): (label, lower bound, upper bound).
+SIZE_BANDS = (("<16", 0, 16), ("16-24", 16, 24), ("24-48", 24, 48), ("48-96", 48, 96), (">=96", 96, math.inf))
+
+
+def retained_at(box, boxes, min_iou: float = RETAIN_IOU) -> bool:
+    """Is there a box among `boxes` at the same place as `box` (IoU ≥ `min_iou`)?"""
+    return any(box_iou(box, b) >= min_iou for b in boxes)
+
+
+def size_band(width: float) -> str:
+    return next(label for label, lo, hi in SIZE_BANDS if lo <= width < hi)
 
 
 @dataclass

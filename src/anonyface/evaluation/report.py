@@ -10,6 +10,8 @@ writes:
   groups.png          UTKFace groups (age, gender, race), when the inputs have them
   reid.png            distribution of re-identification distances per method
   contact_sheet.jpg   before / after for a few photos of each set
+  face_sheet.jpg      the 24 largest reference faces at 100 %, original and every method
+                      (one face_sheet-SET.jpg per set when there are several)
   misses.jpg          every uncovered face found (original | output), for review
   readme_section.md   the README's "How well does it work" section
   raw.pkl             everything, to rewrite the report (--from-raw) without re-running
@@ -26,8 +28,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from ..geometry import ERASE_SCALE
 from .identity import MIN_REID_PX, SAME_PERSON
-from .metrics import CHANGE_LEVEL, COVERED_SHARE, MIN_CROP_PX
+from .metrics import CHANGE_LEVEL, COVERED_SHARE, MIN_CROP_PX, RETAIN_IOU, SIZE_BANDS, size_band
+from .scene import MIN_SCENE_PX, SEAM_FLOOR, RING_SCALE, summarize_lighting, summarize_seam
 
 GROUP_KEYS = ("age", "gender", "race")
 
@@ -58,6 +62,14 @@ def aggregate(faces: list[dict], judges: list[str]) -> dict:
             "retained_pct": _pct(sum(f["retained"][j] for f in fj), len(fj)),
         }
     out["retained_pct"] = _pct(sum(any(f["retained"].values()) for f in faces), n)
+    out["retained_by_band"] = {}
+    for label, _, _ in SIZE_BANDS:
+        fb = [f for f in faces if size_band(f["width"]) == label]
+        out["retained_by_band"][label] = {"faces": len(fb), "retained_pct": _pct(sum(any(f["retained"].values()) for f in fb), len(fb))}
+    if all("retained_centre" in f for f in faces):  # the earlier, looser rule (centre distance), for comparison
+        out["retained_centre_pct"] = _pct(sum(any(f["retained_centre"].values()) for f in faces), n)
+    out["seam"] = summarize_seam([f["seam"] for f in faces if "seam" in f])
+    out["lighting"] = summarize_lighting([f["lighting"] for f in faces if "lighting" in f])
     d = [f["reid_distance"] for f in faces if f.get("reid_distance") is not None]
     out["reid_faces"] = len(d)
     out["reid_pct"] = _pct(sum(x < SAME_PERSON for x in d), len(d))
@@ -181,6 +193,9 @@ def write_report(results: dict, out_dir: Path) -> dict:
     if results.get("_contact"):
         contact_sheet(results["_contact"], ["original", *results["results"]], out_dir / "contact_sheet.jpg")
         files.append("contact_sheet.jpg")
+    for name, entries in face_sheets(results).items():
+        face_sheet(entries, ["original", *results["results"]], out_dir / name)
+        files.append(name)
     if results.get("_misses"):
         miss_sheet(results["_misses"], out_dir / "misses.jpg")
         files.append("misses.jpg")
@@ -204,7 +219,7 @@ def readme_section(results: dict, summary: dict) -> str:
          f"{', '.join(judges.get(j, j) for j in results['judges'])}, not our own RetinaFace — and judged with "
          "dlib's face recognizer). Definitions and caveats: [docs/evaluation.md](docs/evaluation.md). Reproduce with:", "",
          "```sh", results.get("command") or "anonyface-eval ...", "```", "",
-         "| method | faces left uncovered | re-identified (faces ≥ 60 px) | still detected as a face | "
+         "| method | faces left uncovered | re-identified (faces ≥ 60 px) | still detected as a face (same place) | "
          "Fréchet distance* | photos/s |", "|---|---|---|---|---|---|"]
     for n in results["results"]:
         a, sp = summary["overall"][n], summary["speed"][n]
@@ -214,7 +229,11 @@ def readme_section(results: dict, summary: dict) -> str:
         L.append(f"| {n} | {a['uncovered']} of {a['faces']}{two} | {_fmt(a['reid_pct'], ' %')} | {_fmt(a['retained_pct'], ' %')} | "
                  f"{_fmt(fd, '', 0)} | {_fmt(sp['photos_per_s'], '', 1)} |")
     L += ["", "\\* on ImageNet MobileNetV2 features of face crops, output vs original; lower is more face-like. "
-          "**Not comparable to published FID numbers.**", ""]
+          "**Not comparable to published FID numbers.**", "",
+          "Does the new face belong in the picture (all inputs; still a face = the same detector finds a face at the "
+          f"same place, IoU ≥ {RETAIN_IOU}, every face however small; seam 1 = as smooth as the photo; lighting error "
+          "in levels of 255 against the real face's offset from its surroundings):", "",
+          scene_table(results, summary), ""]
     for m, why in results["unavailable"].items():
         L.append(f"- `{m}` was not evaluated: {why.split(';')[0]}.")
     a0 = next(iter(summary["by_group"].values()), {})
@@ -295,6 +314,49 @@ def peer_table(results: dict, summary: dict, scope: str | None = None) -> str:
     return "\n".join(lines)
 
 
+def scene_table(results: dict, summary: dict, scope: str | None = None) -> str:
+    """Issue 10's table, one row per method: faces still found as faces (all sizes and by size band),
+    seam score, lighting error and re-identification."""
+    bands = [label for label, _, _ in SIZE_BANDS]
+    head = ["method", f"still a face (IoU ≥ {RETAIN_IOU}), all", *[f"{b} px" for b in bands],
+            "seam score median / mean / share > 1.5 (faces)", "lighting error ΔL / ΔC / ΔS", "outside real range L / C / S",
+            f"re-identified (≥{MIN_REID_PX} px)"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for name in results["results"]:
+        a = summary["overall"][name] if scope is None else summary["by_set"][name][scope]
+        by = a.get("retained_by_band", {})
+        seam, light = a.get("seam", {}), a.get("lighting", {})
+        q = [light.get(k, {}) for k in ("luminance", "contrast", "saturation")]
+        row = [f"**{name}**", f"{_fmt(a['retained_pct'], ' %')} of {a['faces']}",
+               *[f"{_fmt(by.get(b, {}).get('retained_pct'), ' %', 0)} of {by.get(b, {}).get('faces', 0)}" for b in bands],
+               f"{_fmt(seam.get('median'), '', 2)} / {_fmt(seam.get('mean'), '', 2)} / "
+               f"{_fmt(seam.get('over_1_5_pct'), ' %', 0)} ({seam.get('faces', 0)})",
+               " / ".join(_fmt(x.get("error"), "", 1) for x in q),
+               " / ".join(_fmt(x.get("outside_pct"), " %", 0) for x in q),
+               f"{_fmt(a['reid_pct'], ' %')} of {a['reid_faces']}"]
+        lines.append("| " + " | ".join(row) + " |")
+    return "\n".join(lines)
+
+
+def scene_definitions() -> list[str]:
+    return [
+        f"- **still a face**: the share of reference faces (every size) for which the same judge finds a box in the "
+        f"output with IoU ≥ {RETAIN_IOU} with its box on the original; by the face's width in px.",
+        f"- **seam score**: gradient energy across the border of our detection's erase box (face box × "
+        f"{ERASE_SCALE}, what synth repaints): squared differences of neighbouring pixels perpendicular to each "
+        "edge, over the band from one fade-width (the gap between face box and erase box) outside the erase box "
+        "to one inside the face box; output over original (each + "f"{SEAM_FLOOR:g} levels²). 1 = as smooth across the border as the untouched photo. Faces ≥ {MIN_SCENE_PX} px "
+        "that our detector finds. It finds steps (a hard-pasted box), not a change of texture: a smooth fade "
+        "between a smooth face and beard or hair scores < 1, as blur does; read it with the face sheet. "
+        "The covering methods' ellipse reaches past the erase box: their score is a reference.",
+        "- **lighting error**: for luminance (mean luma), contrast (luma std) and saturation (mean HSV S), all 0–255: "
+        "offset = face box in the output − the context ring of the original (erase box to "
+        f"{RING_SCALE}× it); error = mean |offset of the output − offset of the real face|. **outside real range**: "
+        "share of faces whose output offset is outside the 5th–95th percentile of the real faces' offsets "
+        "(about 10 % for an untouched photo by construction).",
+    ]
+
+
 def group_tables(results: dict, summary: dict) -> str:
     names = list(results["results"])
     out = []
@@ -345,6 +407,21 @@ def markdown(results: dict, summary: dict, files: list[str]) -> str:
         for s in inp["sets"]:
             L += [f"### Set `{s}`", "", peer_table(results, summary, s), ""]
     L += ["![peers](peers.png)" if "peers.png" in files else "", ""]
+    L += ["## Does the new face belong in the picture? (issue 10)", "", scene_table(results, summary), ""]
+    if len(inp["sets"]) > 1:
+        for s in inp["sets"]:
+            L += [f"Set `{s}`:", "", scene_table(results, summary, s), ""]
+    L += scene_definitions()
+    centre = {n: a.get("retained_centre_pct") for n, a in summary["overall"].items()}
+    if any(v is not None for v in centre.values()):
+        L.append("- For comparison, the earlier retention rule (centres within half a width, widths within 2.5×): "
+                 + ", ".join(f"{n} {_fmt(v, ' %')}" for n, v in centre.items()) + ".")
+    for name, entries in face_sheets(results).items():
+        if name in files:
+            where = f" of set `{entries[0]['set']}`" if len(face_sheets(results)) > 1 else ""
+            L += ["", f"The {len(entries)} largest reference faces{where} at 100 %, original then every method: "
+                  f"[{name}]({name})."]
+    L.append("")
     L += ["## What the columns mean", "",
           f"- **faces**: reference faces — found in the *original* by at least one judge ({', '.join(judges)}) and merged "
           "across judges when their boxes are the same face (centres closer than half the smaller width, widths within 2.5×).",
@@ -356,7 +433,8 @@ def markdown(results: dict, summary: dict, files: list[str]) -> str:
           f"- **re-identified**: dlib ResNet embedding of the original face vs the output at the same place, aligned with the "
           f"original's 5 landmarks; share with distance < {SAME_PERSON} (dlib's same-person threshold), for faces ≥ "
           f"{MIN_REID_PX} px. d̄ is the mean distance.",
-          "- **retained**: share of reference faces that the same judge still finds at the same place in the output. "
+          f"- **retained**: share of reference faces that the same judge still finds at the same place in the output "
+          f"(a box with IoU ≥ {RETAIN_IOU} with its box on the original; every face, however small). "
           "High is the goal for a realistic replacement (synth), low is expected for blur / pixelate / solid.",
           f"- **FD**: Fréchet distance between MobileNetV2 (ImageNet) pooled features of 128×128 crops (1.6× the face box) "
           f"of the outputs and of the same crops of the originals, faces ≥ {MIN_CROP_PX} px. **Not comparable to published "
@@ -434,6 +512,10 @@ def markdown(results: dict, summary: dict, files: list[str]) -> str:
               "of the output's face crops per track (every 5th frame), and the share of consecutive pairs ≥ 0.6 "
               "(no identity to keep for blur / pixelate / solid: a baseline); fps = the product's video path "
               "(decode, detect, track, cover, encode) with the measuring hook's time taken out.", ""]
+        light = video_scene_table(video)
+        if light:
+            L += ["Seam and lighting of the tracked faces on the judged frames (definitions above; the real faces "
+                  "of the same frames give the range):", "", light, ""]
     elif vids:
         L.append(f"{len(vids)} video(s) found ({', '.join(Path(v).name for v in vids)}) but not evaluated "
                  "(--no-video).")
@@ -465,6 +547,26 @@ def video_table(video: dict) -> str:
                 _fmt(fl.get("flicker_ratio"), "", 2) if fl else "–", ident, _fmt(r.get("fps"), "", 1),
             ]) + " |")
     return "\n".join(lines)
+
+
+def video_scene_table(video: dict) -> str:
+    head = ["video", "method", "faces", "seam median / mean", "luminance offset out / real", "lighting error ΔL / ΔC / ΔS",
+            "outside real range L / C / S"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    n = 0
+    for vid, per in video.items():
+        for name, r in per.items():
+            light, seam = r.get("lighting") or {}, r.get("seam") or {}
+            if not light.get("faces"):
+                continue
+            q = [light[k] for k in ("luminance", "contrast", "saturation")]
+            lines.append("| " + " | ".join([
+                vid, name, str(light["faces"]), f"{_fmt(seam.get('median'), '', 2)} / {_fmt(seam.get('mean'), '', 2)}",
+                f"{_fmt(q[0]['offset_out'], '', 1)} / {_fmt(q[0]['offset_real'], '', 1)}",
+                " / ".join(_fmt(x["error"], "", 1) for x in q), " / ".join(_fmt(x["outside_pct"], " %", 0) for x in q),
+            ]) + " |")
+            n += 1
+    return "\n".join(lines) if n else ""
 
 
 def summary_pose(results: dict) -> str:
@@ -573,3 +675,41 @@ def miss_sheet(misses: list[dict], path: Path, per_row: int = 6) -> None:
         tiles.append(np.full_like(tiles[0], 255))
     rows = [np.concatenate(tiles[i:i + per_row], axis=1) for i in range(0, len(tiles), per_row)]
     cv2.imwrite(str(path), np.concatenate(rows, axis=0)[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, 88])
+
+
+def face_sheets(results: dict) -> dict[str, list[dict]]:
+    """File name → the largest faces on it: `face_sheet.jpg`, or one `face_sheet-SET.jpg` per set."""
+    by: dict[str, list[dict]] = {}
+    for e in results.get("_largest") or []:
+        by.setdefault(e.get("set", ""), []).append(e)
+    if len(by) <= 1:
+        return {"face_sheet.jpg": entries for entries in by.values()}
+    return {f"face_sheet-{s}.jpg": entries for s, entries in by.items()}
+
+
+def face_sheet(entries: list[dict], columns: list[str], path: Path, max_cell: int = 400) -> None:
+    """The largest faces at 100 %, one row per face (original, then every method), each cell labelled
+    with method, photo and face width. A face whose crop is wider than `max_cell` px is shown
+    smaller (its label says so) so the sheet stays readable."""
+    rows = []
+    for e in entries:
+        crop = e["crops"]["original"]
+        s = min(1.0, max_cell / max(crop.shape[:2]))
+        cw, ch = max(1, round(crop.shape[1] * s)), max(1, round(crop.shape[0] * s))
+        scale = "100 %" if s == 1.0 else f"{s:.0%}"
+        cells = []
+        for c in columns:
+            img = e["crops"].get(c)
+            if img is None or img.shape[:2] != crop.shape[:2]:
+                cell = np.full((ch, cw, 3), 235, np.uint8)
+            else:
+                cell = img if s == 1.0 else cv2.resize(img, (cw, ch), interpolation=cv2.INTER_AREA)
+            label = f"{c} {e['width']:.0f}px {scale}" if c != "original" else f"{e['item'].rsplit('/', 1)[-1]} {e['width']:.0f}px"
+            cell = np.concatenate([cell, np.full((ch, max(0, 170 - cw), 3), 255, np.uint8)], axis=1) if cw < 170 else cell
+            cells.append(_label(np.ascontiguousarray(cell), label))
+        rows.append(np.concatenate(cells, axis=1))
+    width = max(r.shape[1] for r in rows)
+    rows = [np.concatenate([r, np.full((r.shape[0], width - r.shape[1], 3), 255, np.uint8)], axis=1) for r in rows]
+    sep = np.full((4, width, 3), 128, np.uint8)
+    sheet = np.concatenate([x for r in rows for x in (r, sep)][:-1], axis=0)
+    cv2.imwrite(str(path), sheet[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, 92])

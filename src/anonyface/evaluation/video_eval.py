@@ -15,6 +15,10 @@ over every original frame, its covered version and the tracked faces:
 * identity stability per track: `flicker.identity_stability` on dlib
   embeddings of the output's face crops every `id_stride`-th frame (for blur,
   pixelate and solid there is no identity: read it as a baseline);
+* seam score and lighting (`scene.py`) of every tracked face ≥ `MIN_SCENE_PX`
+  on the judged frames, at its tracked box: the covered frame against the
+  original frame (the real faces of the same frames give the lighting
+  tolerance);
 * speed: frames/s of the whole pipeline (decode, detect, track, cover,
   encode), with the time spent inside the measuring hook taken out.
 
@@ -35,6 +39,7 @@ import numpy as np
 from ..geometry import crop_face
 from . import metrics as M
 from .identity import MIN_REID_PX, SAME_PERSON
+from .scene import MIN_SCENE_PX, SceneFace, summarize_lighting, summarize_seam
 
 
 def _judge_frame(judges, rgb: np.ndarray, embedder) -> list[dict]:
@@ -96,9 +101,11 @@ def evaluate_videos(videos: list[Path], methods: dict, judges, embedder, work: P
             meter = FlickerMeter()
             frames: list[dict] = []
             crops: dict[int, list[np.ndarray]] = defaultdict(list)
+            scene: list[dict] = []
             state = {"i": 0, "hook": 0.0}
 
-            def on_frame(orig, covered, tracked, t, _frames=frames, _crops=crops, _meter=meter, _state=state):
+            def on_frame(orig, covered, tracked, t, _frames=frames, _crops=crops, _meter=meter, _state=state,
+                         _scene=scene):
                 h0 = time.perf_counter()
                 i = _state["i"]
                 _meter.add(orig, covered, [tf.face.box for tf in tracked])
@@ -106,6 +113,9 @@ def evaluate_videos(videos: list[Path], methods: dict, judges, embedder, work: P
                     if i not in judged:
                         judged[i] = _judge_frame(judges, orig, embedder)
                     _frames.append(_score_frame(orig, covered, judged[i], embedder) | {"frame": i})
+                    for tf in tracked:
+                        if tf.face.width >= MIN_SCENE_PX:
+                            _scene.append(SceneFace(orig, tf.face.box).measure(covered))
                 if i % id_stride == 0:
                     for tf in tracked:
                         if tf.face.width >= M.MIN_CROP_PX:
@@ -129,6 +139,8 @@ def evaluate_videos(videos: list[Path], methods: dict, judges, embedder, work: P
                 **_summ(frames), "frames": stats.frames, "tracks": stats.tracks,
                 "fps": round(stats.frames / net, 2), "fps_with_measuring": round(stats.fps, 2),
                 "flicker": meter.result(), "identity_stability": stab,
+                "seam": summarize_seam([r["seam"] for r in scene if "seam" in r]),
+                "lighting": summarize_lighting([r["lighting"] for r in scene if "lighting" in r]),
                 "wall_s": round(time.perf_counter() - t0, 1),
             }
             log(f"video {vid.name} / {name}: {per_method[name]['frames']} frames, {per_method[name]['uncovered']} uncovered")
