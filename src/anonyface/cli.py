@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import glob
 import json
 import os
+import signal
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,8 +19,8 @@ from .anonymizers import CoverSettings
 from .api import DEFAULT_METHOD, MAX_SAFE_THRESHOLD, METHODS
 from .detection import DEFAULT_THRESHOLD
 from .files import MEDIA_EXTENSIONS, FileOptions, FileResult, is_video, run_job
-from .media import DEFAULT_MAX_PIXELS, FORMATS, TEMP_MARK, sniff, write_atomic
-from .video import TrackingOptions, VideoOptions
+from .media import DEFAULT_MAX_PIXELS, FORMATS, TEMP_MARK, AtomicPath, remove_stale_temps, sniff, write_atomic
+from .video import DEFAULT_MAX_FRAME_PIXELS, TrackingOptions, VideoOptions
 
 SUFFIX = "_anonymized"
 
@@ -82,7 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--keep-metadata", action="store_true", help="keep EXIF (orientation reset, GPS included!), XMP, comments and PNG text")
     g.add_argument("--in-place", action="store_true", help="allow outputs to replace their inputs")
     g.add_argument("--skip-existing", action="store_true", help="leave outputs that already exist alone (resume a batch)")
-    g.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS, metavar="N", help="refuse larger images (default: %(default)s)")
+    g.add_argument("--max-pixels", type=int, metavar="N", help=f"refuse larger photos and video frames (default: {DEFAULT_MAX_PIXELS} for photos, {DEFAULT_MAX_FRAME_PIXELS} = 4096×2160 for video frames; README: memory)")
     g.add_argument("--json", metavar="FILE", help="write every detection (file, box, landmarks, score) as JSON; - for standard output")
     _add_video_arguments(p)
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar or summary")
@@ -131,6 +134,7 @@ def _add_video_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--end", type=float, metavar="SEC", help="stop at this time (seconds)")
     g.add_argument("--keep-audio", dest="keep_audio", action="store_true", default=_VIDEO.keep_audio, help="copy the audio streams untouched (default)")
     g.add_argument("--no-audio", dest="keep_audio", action="store_false", help="drop the audio")
+    g.add_argument("--allow-partial", action="store_true", help="a truncated or damaged video: keep what decodes, with a warning (default: the file fails)")
     add_tracking_arguments(g)
 
 
@@ -138,6 +142,7 @@ def _file_options(args) -> FileOptions:
     video = VideoOptions(
         **vars(tracking_options(args)), codec=args.codec, crf=args.crf, preset=args.preset, start=args.start,
         end=args.end, keep_audio=args.keep_audio, keep_metadata=args.keep_metadata, progress=not args.quiet,
+        allow_partial=args.allow_partial, max_pixels=args.max_pixels or DEFAULT_MAX_FRAME_PIXELS,
     )
     return FileOptions(
         keep_metadata=args.keep_metadata, overwrite_input=args.in_place, quality=args.quality,
@@ -187,6 +192,12 @@ def _is_glob(text: str) -> bool:
 def _output_name(src: Path, fmt_ext: str | None) -> str:
     ext = fmt_ext or src.suffix
     return src.stem + ext
+
+
+def _empty_folder_reason(folder: Path, out_resolved: Path | None) -> str:
+    if out_resolved is not None and (out_resolved == folder.resolve() or out_resolved in folder.resolve().parents):
+        return "the output folder is this folder (or holds it): its files would be taken for our own outputs; give another -o, or --in-place"
+    return f"no photos or videos in this folder (looked for {' '.join(sorted(MEDIA_EXTENSIONS))})"
 
 
 def walk_folder(root: Path, exclude: Path | None = None) -> tuple[list[Path], list[tuple[str, str]]]:
@@ -244,7 +255,9 @@ def plan_jobs(inputs: list[str], output: str | None, fmt: str | None, in_place: 
 
     def add_file(src: Path, rel: Path | None, root_default: Path | None) -> None:
         ext = None if is_video(src) else fmt_ext  # --format is for photos
-        if in_place:
+        if output == "-":
+            dst = None  # standard output
+        elif in_place:
             dst = src if not ext else src.with_suffix(ext)
         elif single_file_out:
             dst = Path(output)
@@ -275,6 +288,8 @@ def plan_jobs(inputs: list[str], output: str | None, fmt: str | None, in_place: 
                 skipped += passed
                 for f in files:
                     add_file(f, f.relative_to(path), root_default)
+                if not files:
+                    errors.append((str(path), _empty_folder_reason(path, out_resolved)))
             else:
                 add_file(path, None, None)
     seen: dict[Path, str] = {}
@@ -299,8 +314,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     settings = cover_settings(args, parser)
-    if not 0.0 <= args.threshold <= 1.0:
-        parser.error("--threshold must be between 0 and 1")
+    _check_numbers(args, parser)
     try:
         options = _file_options(args)
     except ValueError as e:
@@ -311,12 +325,14 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("-o - (standard output) takes a single input")
     if args.output is not None and args.output != "-" and len(jobs) > 1 and Path(args.output).is_file():
         parser.error(f"-o {args.output} is a file, but there are {len(jobs)} inputs: give a folder")
+    _check_json(args, jobs, parser)
+    _remove_stale_temps(jobs, args.json)
 
     from .api import Anonymizer
 
     try:
         anon = Anonymizer(
-            method=args.method, threshold=args.threshold, seed=args.seed, max_pixels=args.max_pixels,
+            method=args.method, threshold=args.threshold, seed=args.seed, max_pixels=args.max_pixels or DEFAULT_MAX_PIXELS,
             settings=settings, audit=args.audit, unsafe=args.unsafe,
         )
     except Exception as e:  # the model itself could not load: nothing can be done
@@ -332,20 +348,91 @@ def main(argv: list[str] | None = None) -> int:
             print(f"anonyface: {src}: skipped ({why})", file=sys.stderr)
     start = time.perf_counter()
     try:
-        results += _run_batch(anon, jobs, options, quiet=args.quiet)
+        with terminate_as_interrupt():
+            results += _run_batch(anon, jobs, options, quiet=args.quiet)
+    except Terminated:
+        print("anonyface: terminated (SIGTERM); the file in progress was not written", file=sys.stderr)
+        return 143
     except KeyboardInterrupt:
-        print("anonyface: interrupted", file=sys.stderr)
+        print("anonyface: interrupted; the file in progress was not written", file=sys.stderr)
         return 130
     elapsed = time.perf_counter() - start
-    if args.json:
-        doc = json.dumps({"version": __version__, "threshold": args.threshold, "files": [r.to_dict() for r in results]}, indent=1)
-        if args.json == "-":
-            print(doc)
-        else:
-            write_atomic(args.json, (doc + "\n").encode())
+    status = 1 if any(r.error for r in results) or not results else 0
+    if args.json and not _write_json(args, results):
+        status = 1
     if not args.quiet:
         print(f"anonyface: {_summary(results, elapsed)}", file=sys.stderr)
-    return 1 if any(r.error for r in results) or not results else 0
+    return status
+
+
+def _check_numbers(args, parser: argparse.ArgumentParser) -> None:
+    if not 0.0 <= args.threshold <= 1.0:
+        parser.error("--threshold must be between 0 and 1")
+    if args.seed is not None and args.seed < 0:
+        parser.error(f"--seed must be 0 or more, got {args.seed}")
+    if args.max_pixels is not None and args.max_pixels < 1:
+        parser.error("--max-pixels must be at least 1")
+
+
+def _check_json(args, jobs: list[Job], parser: argparse.ArgumentParser) -> None:
+    """--json: not on a standard output the images use; a file we can write, checked
+    before the batch rather than lost after it."""
+    if args.json == "-":
+        if any(job.output is None for job in jobs):
+            parser.error("--json - and the output both want standard output: write one of them to a file")
+        return
+    if args.json is None:
+        return
+    if Path(args.json).is_dir():
+        parser.error(f"--json {args.json} is a folder: give a file name")
+    try:
+        AtomicPath(args.json).discard()  # what the write will do at the end: a temporary file beside it
+    except OSError as e:
+        parser.error(f"--json {args.json}: cannot write there ({e.strerror or e})")
+
+
+def _write_json(args, results: list[FileResult]) -> bool:
+    doc = json.dumps({"version": __version__, "threshold": args.threshold, "files": [r.to_dict() for r in results]}, indent=1)
+    if args.json == "-":
+        print(doc)
+        return True
+    try:
+        write_atomic(args.json, (doc + "\n").encode())
+    except OSError as e:
+        print(f"anonyface: error: --json {args.json}: cannot write it ({e.strerror or e})", file=sys.stderr)
+        return False
+    return True
+
+
+def _remove_stale_temps(jobs: list[Job], json_path: str | None) -> None:
+    """Temporary files that a run killed outright left in the folders this run writes to."""
+    folders = {job.output.parent for job in jobs if job.output is not None}
+    if json_path and json_path != "-":
+        folders.add(Path(json_path).parent)
+    for folder in sorted(folders):
+        for path in remove_stale_temps(folder):
+            print(f"anonyface: removed {path}, a temporary file left by an interrupted run", file=sys.stderr)
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised like Ctrl-C so that the file in progress is cleaned up the same way."""
+
+
+@contextlib.contextmanager
+def terminate_as_interrupt():
+    """While inside, SIGTERM raises `Terminated` in the main thread (where it can unwind)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum, frame):
+        raise Terminated()
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _run_batch(anon, jobs: list[Job], options: FileOptions, quiet: bool) -> list[FileResult]:
@@ -361,7 +448,8 @@ def _run_batch(anon, jobs: list[Job], options: FileOptions, quiet: bool) -> list
         for job in jobs:
             result = run_job(anon, job.source, job.output, options, job.label)
             results.append(result)
-            for text in ([result.error] if result.error else []) + ([result.note] if result.note else []):
+            notes = ([result.note] if result.note else []) + [f"warning: {w}" for w in result.warnings]
+            for text in ([result.error] if result.error else []) + notes:
                 msg = f"anonyface: {job.label}: {text}"
                 bar.write(msg, file=sys.stderr) if bar is not None else print(msg, file=sys.stderr)
             if bar is not None:

@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import shutil
 import sys
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from .detection import Face
-from .media import FORMATS, IMAGE_EXTENSIONS, ImageError, encode_image, format_for, read_image, write_atomic
+from .media import FORMATS, IMAGE_EXTENSIONS, ImageError, encode_image, format_for, read_image, read_input, write_atomic
 from .video import VIDEO_EXTENSIONS, VideoError, VideoOptions, VideoStats
 
 #: Every file suffix a folder or glob run picks up.
@@ -37,6 +39,7 @@ class FileResult:
     audited: list[Face] = field(default_factory=list)  # faces the audit found uncovered, and blurred
     skipped: str | None = None  # why the file was passed over (no output, no error)
     note: str | None = None  # something the user should know (e.g. written through a link)
+    warnings: list[str] = field(default_factory=list)  # done, but the user should know (partial, resized)
 
     def to_dict(self) -> dict:
         d = {
@@ -52,6 +55,8 @@ class FileResult:
         if self.video is not None:
             v = self.video
             d["video"] = {"frames": v.frames, "shots": v.shots, "tracks": v.tracks, "detections": v.detections, "audio": v.audio, "seconds": round(v.seconds, 3)}
+        if self.warnings:
+            d["warnings"] = self.warnings
         return d
 
 
@@ -85,11 +90,15 @@ def same_file(a: Path, b: Path) -> bool:
         return False
 
 
-def process_file(anonymizer, source: str | os.PathLike, output: str | os.PathLike, options: FileOptions | None = None) -> FileResult:
-    """Anonymize one photo or video file into `output`, atomically. Raises on failure;
-    then nothing is written."""
+def process_file(anonymizer, source: str | os.PathLike, output: str | os.PathLike | None, options: FileOptions | None = None) -> FileResult:
+    """Anonymize one photo or video file into `output` (None: standard output), atomically.
+    Raises on failure; then nothing is written."""
     opts = options or FileOptions()
-    src, dst = Path(source), Path(output)
+    src = Path(source)
+    if output is None:
+        return _process_to_stdout(anonymizer, src, opts)
+    dst = Path(output)
+    check_output_name(src, dst, opts)
     note = None
     if dst.exists() and same_file(src, dst):
         if not opts.overwrite_input:
@@ -122,6 +131,39 @@ def _process_photo(anonymizer, src: Path, dst: Path, opts: FileOptions) -> FileR
     return FileResult(str(src), str(dst), faces, picture.size, audited=caught)
 
 
+def check_output_name(src: Path, dst: Path, opts: FileOptions) -> None:
+    """Refuse an output whose extension says another format than what would be written
+    (a JPEG inside a .gif): a video needs a video extension, a photo one of ours (or none:
+    then the input's format), agreeing with --format."""
+    suffix = dst.suffix.lower()
+    if is_video(src):
+        if suffix not in VIDEO_EXTENSIONS:
+            raise ValueError(f"cannot write a video as {dst.name}: give it one of {' '.join(sorted(VIDEO_EXTENSIONS))}")
+        return
+    if suffix and suffix not in FORMATS:
+        raise ValueError(f"cannot write a photo as {dst.name}: {suffix} is not a format anonyface writes ({' '.join(sorted(FORMATS))})")
+    if suffix and opts.format and FORMATS[suffix] != _format(opts):
+        raise ValueError(f"--format {opts.format} does not match the output name {dst.name}")
+
+
+def _process_to_stdout(anonymizer, src: Path, opts: FileOptions) -> FileResult:
+    """A file to standard output (`-o -`): a photo in its own format (or --format); a
+    video is finished in a temporary folder first, so only a whole video is written."""
+    if is_video(src):
+        with tempfile.TemporaryDirectory(prefix="anonyface-") as tmp:
+            result = _process_video_file(anonymizer, src, Path(tmp) / f"out{src.suffix.lower()}", opts)
+            with open(result.output, "rb") as f:
+                shutil.copyfileobj(f, sys.stdout.buffer)
+    else:
+        picture = read_image(src, anonymizer.max_pixels)
+        img, faces, caught = anonymizer.process_picture(picture)
+        sys.stdout.buffer.write(encode_output(img, picture, None, opts))
+        result = FileResult(str(src), None, faces, picture.size, audited=caught)
+    sys.stdout.buffer.flush()
+    result.output = "<stdout>"
+    return result
+
+
 def encode_output(img, picture, output: str | os.PathLike | None, options: FileOptions) -> bytes:
     """The bytes of an anonymized photo: in `--format`, else the output name's format,
     else the input's; metadata dropped unless kept."""
@@ -139,12 +181,14 @@ def _process_video_file(anonymizer, src: Path, dst: Path, opts: FileOptions) -> 
         stats = process_video(anonymizer, src, dst, video_opts)
     except av.FFmpegError as e:
         raise VideoError(f"video error: {e}") from None
-    return FileResult(str(src), str(dst), stats.first_faces, (stats.width, stats.height), video=stats)
+    return FileResult(str(src), str(dst), stats.first_faces, (stats.width, stats.height), video=stats, warnings=list(stats.warnings))
 
 
 def process_stream(anonymizer, data: bytes, output: str | os.PathLike | None, options: FileOptions | None = None) -> FileResult:
     """A photo given as bytes (standard input) into `output`, or to standard output when None."""
     opts = options or FileOptions()
+    if output is not None:
+        check_output_name(Path("-"), Path(output), opts)
     picture = read_image(data, anonymizer.max_pixels)
     img, faces, caught = anonymizer.process_picture(picture)
     encoded = encode_output(img, picture, output, opts)
@@ -162,7 +206,7 @@ def run_job(anonymizer, source: Path | None, output: Path | None, options: FileO
     label = label or (str(source) if source is not None else "<stdin>")
     try:
         if source is None:
-            result = process_stream(anonymizer, sys.stdin.buffer.read(), output, options)
+            result = process_stream(anonymizer, read_input(sys.stdin.buffer, anonymizer.max_pixels), output, options)
             result.source = label
             return result
         if options.skip_existing and output is not None and output.exists() and output != source:

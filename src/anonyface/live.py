@@ -24,7 +24,7 @@ from typing import Iterator
 import numpy as np
 
 from .api import DEFAULT_METHOD, METHODS
-from .cli import add_tracking_arguments, tracking_options
+from .cli import add_tracking_arguments, terminate_as_interrupt, tracking_options
 from .detection import DEFAULT_THRESHOLD
 from .media import AtomicPath
 from .streams import Producer
@@ -146,11 +146,20 @@ def preview_available() -> tuple[bool, str]:
     return True, ""
 
 
+def live_extra_hint() -> str:
+    """How to install the [live] extra, from a source checkout (pyproject.toml two folders
+    above the package: `pip install -e '<checkout>[live]'`) or from an installed package."""
+    root = Path(__file__).resolve().parents[2]
+    if (root / "pyproject.toml").is_file() and (root / "src" / "anonyface").is_dir():
+        return f"pip install -e '{root}[live]'"
+    return "pip install 'anonyface[live]'"
+
+
 def open_virtual_camera(width: int, height: int, fps: float, device: str | None):
     try:
         import pyvirtualcam
     except ImportError:
-        raise LiveError('the virtual camera needs pyvirtualcam: pip install "anonyface[live]"') from None
+        raise LiveError(f"the virtual camera needs pyvirtualcam: {live_extra_hint()}") from None
     try:
         return pyvirtualcam.Camera(width, height, fps, fmt=pyvirtualcam.PixelFormat.RGB, device=device)
     except Exception as e:
@@ -168,7 +177,8 @@ def open_virtual_camera(width: int, height: int, fps: float, device: str | None)
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return run(args)
+        with terminate_as_interrupt():  # SIGTERM ends it like Ctrl-C: what was recorded is kept
+            return run(args)
     except LiveError as e:
         print(f"anonyface live: error: {e}", file=sys.stderr)
         return 1

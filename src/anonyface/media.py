@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import io
 import os
+import re
+import stat
 import tempfile
 import warnings
 from dataclasses import dataclass, field
@@ -62,6 +64,11 @@ def sniff(head: bytes) -> str | None:
 #: Refuse images above this many pixels unless told otherwise (decompression bombs).
 DEFAULT_MAX_PIXELS = 100_000_000
 
+#: Enough bytes for any photo within the pixel limit, even uncompressed (4 bytes a pixel:
+#: RGBA, CMYK), plus room for metadata; a longer input (a device, a pipe) is refused.
+def max_input_bytes(max_pixels: int) -> int:
+    return 4 * max_pixels + (64 << 20)
+
 _ORIENTATION = 0x0112
 
 
@@ -103,7 +110,8 @@ def read_image(source: str | os.PathLike | bytes, max_pixels: int = DEFAULT_MAX_
         data = bytes(source)
     else:
         try:
-            data = Path(source).read_bytes()
+            with open(source, "rb") as f:
+                data = read_input(f, max_pixels)
         except IsADirectoryError:
             raise ImageError("is a directory") from None
         except OSError as e:
@@ -162,6 +170,44 @@ def read_image(source: str | os.PathLike | bytes, max_pixels: int = DEFAULT_MAX_
         upright = im
     rgb, alpha = to_rgb(upright)
     return Picture(rgb, alpha, upright, fmt, info)
+
+
+def read_input(f, max_pixels: int = DEFAULT_MAX_PIXELS) -> bytes:
+    """All of a photo's bytes from an open binary file, a pipe or a device, bounded:
+    an input no image plugin recognises is refused after its first 64 KiB, and one
+    longer than `max_input_bytes` (no photo within the pixel limit is) is refused
+    when it gets there (/dev/zero, an endless pipe)."""
+    limit = max_input_bytes(max_pixels)
+    try:
+        size = os.fstat(f.fileno()).st_size if stat.S_ISREG(os.fstat(f.fileno()).st_mode) else None
+    except (OSError, AttributeError, io.UnsupportedOperation):
+        size = None
+    if size is not None and size > limit:
+        raise ImageError(f"file is {size / 1e6:.0f} MB, more than any photo within --max-pixels takes ({limit / 1e6:.0f} MB)")
+    head = f.read(1 << 16)
+    if head and not _recognised(head):
+        raise ImageError("not an image, or a format that cannot be read")
+    chunks, total = [head], len(head)
+    while head:
+        head = f.read(min(1 << 20, limit + 1 - total))
+        chunks.append(head)
+        total += len(head)
+        if total > limit:
+            raise ImageError(f"input is longer than any photo within --max-pixels ({limit / 1e6:.0f} MB): not read further")
+    return b"".join(chunks)
+
+
+def _recognised(head: bytes) -> bool:
+    """Whether some registered Pillow plugin recognises these first bytes as its format
+    (plugins that recognise nothing by itself, like TGA, are not among ours)."""
+    Image.init()
+    for accept in (Image.OPEN[i][1] for i in Image.ID if i in Image.OPEN):
+        try:
+            if accept is not None and accept(head):
+                return True
+        except Exception:
+            continue
+    return False
 
 
 def _tiff_bits(im: Image.Image) -> int:
@@ -292,8 +338,10 @@ def encode_image(
     return buf.getvalue()
 
 
-#: Temporary outputs are named `.{stem}.{random}.anonyface-tmp{suffix}` beside the target.
+#: Temporary outputs are named `.{stem}.{pid}-{random}.anonyface-tmp{suffix}` beside the
+#: target: the writing process's id tells a stale one (its process is gone) from a live one.
 TEMP_MARK = ".anonyface-tmp"
+_TEMP_NAME = re.compile(r"^\..*\.(\d+)-[a-z0-9_]+" + re.escape(TEMP_MARK) + r"(\.[^.]*)?$")
 
 
 class AtomicPath:
@@ -304,7 +352,7 @@ class AtomicPath:
     def __init__(self, path: str | os.PathLike) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{self.path.stem}.", suffix=f"{TEMP_MARK}{self.path.suffix}", dir=self.path.parent)
+        fd, tmp = tempfile.mkstemp(prefix=f".{self.path.stem}.{os.getpid()}-", suffix=f"{TEMP_MARK}{self.path.suffix}", dir=self.path.parent)
         os.close(fd)
         self.tmp = Path(tmp)
 
@@ -331,3 +379,35 @@ def write_atomic(path: str | os.PathLike, data: bytes) -> None:
     except BaseException:
         out.discard()
         raise
+
+
+def remove_stale_temps(folder: str | os.PathLike) -> list[Path]:
+    """Remove the temporary outputs that runs killed outright (kill -9, a power cut) left in
+    `folder`: ours by name, and their process gone. Returns what was removed."""
+    removed = []
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        return removed
+    for entry in entries:
+        m = _TEMP_NAME.match(entry.name)
+        if m is None or not entry.is_file(follow_symlinks=False) or _process_alive(int(m.group(1))):
+            continue
+        try:
+            os.unlink(entry.path)
+            removed.append(Path(entry.path))
+        except OSError:
+            pass
+    return removed
+
+
+def _process_alive(pid: int) -> bool:
+    if pid == os.getpid() or os.name == "nt":  # Windows' os.kill would end the process
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OSError, OverflowError):
+        return True  # someone else's process, or cannot tell: leave it
+    return True

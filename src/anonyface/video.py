@@ -38,6 +38,17 @@ from .tracking import CutDetector, FaceTracker, Lookback, TrackedFace
 
 VIDEO_EXTENSIONS = frozenset({".mp4", ".mov", ".mkv", ".webm", ".avi", ".m4v"})
 
+#: Refuse video frames above this many pixels unless told otherwise (--max-pixels): 4K
+#: (4096×2160) passes; memory grows with the frame size (README, "Memory").
+DEFAULT_MAX_FRAME_PIXELS = 4096 * 2160
+
+#: Encoders that keep odd frame sides; the others (H.264, H.265 with 4:2:0 colour) need
+#: even ones, and the frame is padded by a copied row or column, with a warning.
+ODD_SIZE_CODECS = frozenset({"libvpx-vp9", "mpeg4", "mjpeg", "libsvtav1"})
+
+#: Without a terminal, a progress line on stderr this often (seconds).
+PROGRESS_SECONDS = 10.0
+
 #: Container tags that never identify anyone and that muxers need; everything
 #: else (title, location / ISO6709 GPS, creation_time, make, model, encoder,
 #: comments...) is dropped unless keep_metadata.
@@ -92,6 +103,8 @@ class VideoOptions(TrackingOptions):
     keep_audio: bool = True
     keep_metadata: bool = False
     progress: bool = True
+    allow_partial: bool = False  # a truncated or damaged input: keep what decodes, with a warning
+    max_pixels: int = DEFAULT_MAX_FRAME_PIXELS  # per frame
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -114,6 +127,7 @@ class VideoStats:
     audio: str = "none"  # none / copied / re-encoded / dropped
     shots: int = 1  # cuts found + 1 (tracks end at every cut)
     first_faces: list[Face] = field(default_factory=list)  # one per track (its first box)
+    warnings: list[str] = field(default_factory=list)  # done, but not quite as asked (partial, padded)
 
     @property
     def fps(self) -> float:
@@ -264,13 +278,22 @@ class VideoWriter:
             av.codec.Codec(codec, "w")
         except Exception:
             raise VideoError(f"video encoder {codec!r} is not available in this PyAV build") from None
-        self.container = av.open(str(path), "w", format=format, container_options={"fflags": "+bitexact"})
+        muxer = {"fflags": "+bitexact"}
+        if format == "avi" or Path(path).suffix.lower() == ".avi":
+            muxer["avoid_negative_ts"] = "disabled"  # AAC's priming would shift every frame but the first by one
+        self.container = av.open(str(path), "w", format=format, container_options=muxer)
         if metadata:
             self.container.metadata.update(metadata)
-        self.width, self.height = width + (width & 1), height + (height & 1)  # yuv420p needs even sides
+        self.size = (width, height)
+        if codec in ODD_SIZE_CODECS:
+            self.width, self.height = width, height
+        else:  # yuv420p H.264/H.265 need even sides: one copied row or column
+            self.width, self.height = width + (width & 1), height + (height & 1)
+        self.padded = (self.width, self.height) != self.size
         enc_opts = _encoder_options(codec, crf, preset)
         if self.container.format.name == "avi":
             enc_opts["bf"] = "0"  # AVI stores no presentation times: B-frames would scramble them
+            time_base = 1 / Fraction(rate)  # and one tick per frame: each pts is rounded to its frame
         self.stream = self.container.add_stream(codec, rate=rate, options=enc_opts)
         self.stream.width, self.stream.height = self.width, self.height
         self.stream.pix_fmt = _pix_fmt(codec)
@@ -309,6 +332,8 @@ class VideoWriter:
     def write(self, rgb: np.ndarray, pts: int | None, time_base: Fraction | None) -> None:
         av = self.av
         h, w = rgb.shape[:2]
+        if (w, h) != self.size:
+            raise VideoError(f"the frame size changed from {self.size[0]}×{self.size[1]} to {w}×{h}: a video must keep one size")
         if (w, h) != (self.width, self.height):
             rgb = cv2.copyMakeBorder(rgb, 0, self.height - h, 0, self.width - w, cv2.BORDER_REPLICATE)
         frame = av.VideoFrame.from_ndarray(rgb, format="rgb24")
@@ -352,6 +377,34 @@ def _copy_stream_tags(src, dst, keep_metadata: bool) -> None:
 # -- a whole file ------------------------------------------------------------------
 
 
+def progress_bar(name: str, total: int | None):
+    """A tqdm bar on a terminal; otherwise (a log, a pipe) a line every `PROGRESS_SECONDS`."""
+    if sys.stderr.isatty():
+        from tqdm import tqdm
+
+        return tqdm(total=total, unit="frame", file=sys.stderr, dynamic_ncols=True, desc=name, leave=False)
+    return ProgressLines(name, total)
+
+
+class ProgressLines:
+    """`anonyface: clip.mp4: 240/720 frames (33 %), 8.1 frames/s` on stderr now and then."""
+
+    def __init__(self, name: str, total: int | None) -> None:
+        self.name, self.total, self.n = name, total, 0
+        self.start = self.last = time.monotonic()
+
+    def update(self, n: int = 1) -> None:
+        self.n += n
+        now = time.monotonic()
+        if now - self.last >= PROGRESS_SECONDS:
+            self.last = now
+            of = f"/{self.total} frames ({100 * self.n / self.total:.0f} %)" if self.total else " frames"
+            print(f"anonyface: {self.name}: {self.n}{of}, {self.n / (now - self.start):.1f} frames/s", file=sys.stderr, flush=True)
+
+    def close(self) -> None:
+        pass
+
+
 @dataclass
 class _Source:
     """The input container, the streams taken from it and the cut."""
@@ -366,6 +419,8 @@ class _Source:
     offsets: dict[int, int]  # per stream: pts subtracted for --start
     start_time: float
     total: int | None  # frames expected (for the progress bar), when known
+    expected_end: float | None = None  # where the video stream says it ends (seconds), when known
+    damage: str | None = None  # why decoding stopped early (--allow-partial)
 
 
 def _open_source(src: Path, opts: VideoOptions) -> _Source:
@@ -382,6 +437,7 @@ def _open_source(src: Path, opts: VideoOptions) -> _Source:
         vin.thread_type = "AUTO"
         if not vin.codec_context.width or not vin.codec_context.height:
             raise VideoError("video stream has no frame size")
+        _check_frame_pixels(vin.codec_context.width, vin.codec_context.height, opts.max_pixels)
         ains = list(inp.streams.audio) if opts.keep_audio else []
         tb = vin.time_base
         rate = vin.average_rate or vin.guessed_rate or vin.base_rate or Fraction(25)
@@ -397,13 +453,44 @@ def _open_source(src: Path, opts: VideoOptions) -> _Source:
             span = (min(t_end, dur) if dur else t_end) - t0
             total = int(span * float(rate)) if math.isfinite(span) else None
         start_time = inp.start_time / 1e6 if inp.start_time is not None else 0.0
-        return _Source(inp, vin, ains, tb, rate, t0, t_end, offsets, start_time, total)
+        return _Source(inp, vin, ains, tb, rate, t0, t_end, offsets, start_time, total, _stream_end(inp, vin))
     except BaseException:
         inp.close()
         raise
 
 
-def _demux(s: _Source, cut_start: bool) -> Iterator[tuple]:
+def _check_frame_pixels(width: int, height: int, max_pixels: int) -> None:
+    if width * height > max_pixels:
+        raise VideoError(
+            f"video frames are {width}×{height} = {width * height / 1e6:.1f} megapixels, over the limit of "
+            f"{max_pixels / 1e6:.1f} (memory grows with the frame size); raise it with --max-pixels"
+        )
+
+
+def _stream_end(inp, vin) -> float | None:
+    """Where the video stream ends by its header (seconds): its own duration, or the file's
+    when the video is its only stream; None when neither says."""
+    if vin.duration:
+        return float(((vin.start_time or 0) + vin.duration) * vin.time_base)
+    if inp.duration and len(inp.streams) == 1:
+        return ((inp.start_time or 0) + inp.duration) / 1e6
+    return None
+
+
+def _demux(s: _Source, cut_start: bool, allow_partial: bool = False) -> Iterator[tuple]:
+    """`_demux_all`, failing on a packet that does not decode; with `allow_partial`, ending
+    there instead (the reason kept in `s.damage`)."""
+    import av
+
+    try:
+        yield from _demux_all(s, cut_start)
+    except av.FFmpegError as e:
+        if not allow_partial:
+            raise VideoError(f"the video is damaged: {e}") from None
+        s.damage = str(e)
+
+
+def _demux_all(s: _Source, cut_start: bool) -> Iterator[tuple]:
     """("v", upright RGB, output pts, time) for video frames and ("a", packet, stream index)
     for audio packets, in file order, cut to [t0, t_end)."""
     vin, tb = s.video, s.time_base
@@ -499,6 +586,7 @@ class _VideoJob:
         self.encoder: _Encoder | None = None
         self.consumer: Consumer | None = None
         self.early_audio: list = []  # audio before the first frame, held until the encoder exists
+        self.first_t = self.last_t = 0.0  # the first and last frames' times, in the stream's seconds
 
     def audio(self, item: tuple) -> None:
         if self.consumer is None:
@@ -509,16 +597,35 @@ class _VideoJob:
     def frame(self, rgb: np.ndarray, pts: int, t: float) -> None:
         t_in = time.perf_counter()  # latency: from here (the frame is ours) to the encoder queue
         if self.consumer is None:
-            self.encoder = _Encoder(self.s, self.tmp, self.suffix, rgb.shape[1], rgb.shape[0], self.opts)
-            self.stats.audio = self.encoder.audio_mode
-            self.stats.width, self.stats.height = rgb.shape[1], rgb.shape[0]
-            self.consumer = Consumer(self.encoder.handle, self.encoder.finish).start()
-            for item in self.early_audio:
-                self.consumer.put(item)
-            self.early_audio.clear()
+            self.start_encoder(rgb.shape[1], rgb.shape[0])
+        elif (rgb.shape[1], rgb.shape[0]) != (self.stats.width, self.stats.height):
+            raise VideoError(
+                f"the frame size changes from {self.stats.width}×{self.stats.height} to {rgb.shape[1]}×{rgb.shape[0]} "
+                f"at {t - self.s.start_time:.2f} s: not supported (re-encode the video to one size first)"
+            )
+        if self.proc.index == 0:
+            self.first_t = t
+        self.last_t = t
         tracked, new_ids = self.proc.track(rgb, t - self.s.start_time)
         self.emit(self.look.push((rgb, pts, t, time.perf_counter() - t_in), tracked, new_ids, cut=self.proc.cut))
         self.consumer.check()
+
+    def start_encoder(self, width: int, height: int) -> None:
+        """The encoder, on the first frame (rotation applied: its size is the output's)."""
+        _check_frame_pixels(width, height, self.opts.max_pixels)
+        self.encoder = _Encoder(self.s, self.tmp, self.suffix, width, height, self.opts)
+        self.stats.audio = self.encoder.audio_mode
+        self.stats.width, self.stats.height = width, height
+        w = self.encoder.writer
+        if w.padded:
+            self.stats.warnings.append(
+                f"written as {w.width}×{w.height}, not {width}×{height}: {w.stream.codec_context.name} needs even sides "
+                f"(one row or column copied); --codec mpeg4 or libvpx-vp9 keeps odd sizes"
+            )
+        self.consumer = Consumer(self.encoder.handle, self.encoder.finish).start()
+        for item in self.early_audio:
+            self.consumer.put(item)
+        self.early_audio.clear()
 
     def emit(self, ready) -> None:
         for (rgb, pts, t, spent), tracked in ready:
@@ -539,6 +646,7 @@ class _VideoJob:
         if self.consumer is None:
             cut = " in the chosen --start/--end range" if self.opts.start or self.opts.end else ""
             raise VideoError("no video frames decoded" + cut)
+        self.check_complete()
         self.emit(self.look.flush())
         self.consumer.close()
         self.encoder.writer.close()
@@ -552,6 +660,23 @@ class _VideoJob:
             st.latency_ms_mean = float(lat.mean())
             st.latency_ms_p95 = float(np.percentile(lat, 95))
         return st
+
+    def check_complete(self) -> None:
+        """Fail a video that ended before its header says it does (a truncated download),
+        or that did not decode to the end; with --allow-partial, warn and say how much."""
+        s = self.s
+        end = min(s.expected_end, s.t_end) if s.expected_end is not None else None
+        frame = 1 / float(s.rate)
+        reached = self.last_t + frame
+        short = end is not None and end - reached > 3 * frame + 0.1
+        if not short and s.damage is None:
+            return
+        begin = max(s.t0, self.first_t) if s.t0 else self.first_t
+        how = f"only {reached - begin:.2f} s" + (f" of its {end - begin:.2f} s" if short else "")
+        why = f"damaged: {s.damage}" if s.damage else "truncated or damaged?"
+        if not self.opts.allow_partial:
+            raise VideoError(f"the video ends early: {how} could be decoded ({why}); nothing written (--allow-partial keeps what decodes)")
+        self.stats.warnings.append(f"partial output: {how} written ({why})")
 
     def abort(self) -> None:
         if self.consumer is not None:
@@ -575,12 +700,8 @@ def process_video(
     t_start = time.perf_counter()
     s = _open_source(src, opts)
     out = AtomicPath(dst)
-    bar = None
-    if opts.progress:
-        from tqdm import tqdm
-
-        bar = tqdm(total=s.total, unit="frame", file=sys.stderr, dynamic_ncols=True, disable=None, desc=src.name, leave=False)
-    reader = Producer(_demux(s, bool(opts.start))).start()
+    bar = progress_bar(src.name, s.total) if opts.progress else None
+    reader = Producer(_demux(s, bool(opts.start), opts.allow_partial)).start()
     job = _VideoJob(anonymizer, s, out.tmp, dst.suffix, opts, on_frame, bar)
     try:
         for item in reader:
