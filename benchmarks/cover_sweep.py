@@ -28,11 +28,17 @@ from anonyface.evaluation.identity import MIN_REID_PX, SAME_PERSON, FaceEmbedder
 from anonyface.media import read_image
 
 SETTINGS = [
+    ("blur", dict(blur_strength=0.05)),
+    ("blur", dict(blur_strength=0.08)),
+    ("blur", dict(blur_strength=0.1)),
     ("blur", dict(blur_strength=0.125)),
     ("blur", dict(blur_strength=0.2)),
     ("blur", dict(blur_strength=0.3)),
     ("blur", dict(blur_strength=0.5)),
     ("blur", dict(blur_strength=0.3, mask_scale=1.5)),
+    ("pixelate", dict(blocks=16)),
+    ("pixelate", dict(blocks=12)),
+    ("pixelate", dict(blocks=10)),
     ("pixelate", dict(blocks=8)),
     ("pixelate", dict(blocks=6)),
     ("pixelate", dict(blocks=5)),
@@ -57,11 +63,14 @@ def main() -> None:
     ap.add_argument("--utk", help="UTKFace folder: add --sample of its photos (one large face each)")
     ap.add_argument("--sample", type=int, default=300)
     ap.add_argument("--json", default="benchmarks/results/cover_sweep.json")
+    ap.add_argument("--only", help="comma-separated: run only the settings whose label contains one of these")
     args = ap.parse_args()
+    wanted = args.only.split(",") if args.only else [""]
+    settings = [(m, kw) for m, kw in SETTINGS if any(w in f"{m} {json.dumps(kw)}" for w in wanted)]
 
     det, emb = FaceDetector(), FaceEmbedder()
     base = CoverSettings()
-    counts = {i: [0, 0] for i in range(len(SETTINGS))}  # re-identified, judged
+    counts = {i: [0, 0] for i in range(len(settings))}  # re-identified, judged
     t0 = time.perf_counter()
     for path in photos(args):
         rgb = read_image(path).rgb
@@ -70,14 +79,14 @@ def main() -> None:
         if not judged:
             continue
         refs = [emb.embed(rgb, shape) for _, shape in judged]
-        for i, (method, kw) in enumerate(SETTINGS):
+        for i, (method, kw) in enumerate(settings):
             out = ClassicCover(method, replace(base, **kw)).cover_faces(rgb, faces)
             for (_, shape), ref in zip(judged, refs):
                 d = float(np.linalg.norm(ref - emb.embed(out, shape)))
                 counts[i][0] += d < SAME_PERSON
                 counts[i][1] += 1
     rows = []
-    for i, (method, kw) in enumerate(SETTINGS):
+    for i, (method, kw) in enumerate(settings):
         reid, n = counts[i]
         rows.append({"method": method, **kw, "judged": n, "reidentified": reid, "rate": reid / max(1, n)})
         print(f"{method:9s} {json.dumps(kw):40s} {reid:4d} / {n:4d} = {100 * reid / max(1, n):5.1f} %")

@@ -91,6 +91,8 @@ def _save_crop(path: Path, original: np.ndarray, covered: np.ndarray, box) -> No
     x1, y1, x2, y2 = (int(v) for v in expand_box(box, 2.0))
     h, w = original.shape[:2]
     x1, y1, x2, y2 = max(0, x1), max(0, y1), min(w, x2), min(h, y2)
+    if x2 <= x1 or y2 <= y1:
+        return
     path.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(np.concatenate([original[y1:y2, x1:x2], covered[y1:y2, x1:x2]], axis=1)).save(path)
 
