@@ -5,8 +5,10 @@ detectors (`detectors.py`), merge them (`metrics.cluster`), run the project's
 detector, align and embed every reference face of at least `MIN_REID_PX`.
 Then for each method: cover (or load deface's output), encode exactly as
 `Anonymizer.process_file` does, decode the encoded bytes back (what a
-recipient sees), and judge that: coverage, re-identification, retention,
-Fréchet-distance crops, pose.
+recipient sees), and judge that: coverage, re-identification, retention
+(the same judge at the same place, IoU ≥ 0.4, every face), seam and lighting
+at our erase box (`scene.py`), Fréchet-distance crops, pose; and keep the
+largest faces of each set at 100 % for the face sheet.
 
 Methods are names passed to `Anonymizer(method=...)` (blur, pixelate, solid,
 and synth as soon as the installed anonyface accepts it), plus two that are
