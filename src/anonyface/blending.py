@@ -17,6 +17,7 @@ original face cannot leak into the result.
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 
 #: Added before taking logs: keeps near-black pixels from giving huge gains.
@@ -63,6 +64,40 @@ def harmonic_fill(top: np.ndarray, bottom: np.ndarray, left: np.ndarray, right: 
     return (_dst1(_dst1(spec, 2), 1) * (4.0 / ((h + 1) * (w + 1)))).transpose(1, 2, 0)
 
 
+def smooth_fill(top: np.ndarray, bottom: np.ndarray, left: np.ndarray, right: np.ndarray,
+                max_side: int = 40, band: int = 4) -> np.ndarray:
+    """`harmonic_fill`, fast for large rectangles: solved exactly on a grid of at most
+    `max_side` cells and scaled up (the harmonic field is smooth away from the edge),
+    then what the coarse solve misses along each side — the fine detail of the boundary,
+    which a harmonic field carries only a few pixels in anyway — is added back with a
+    weight falling from 1 at the edge to 0 at `band` pixels."""
+    h, w = left.shape[0], top.shape[0]
+    if max(h, w) <= max_side:
+        return harmonic_fill(top, bottom, left, right)
+    s = max_side / max(h, w)
+    ch, cw = max(2, round(h * s)), max(2, round(w * s))
+
+    def shrink(v: np.ndarray, n: int) -> np.ndarray:
+        return cv2.resize(v[None].astype(np.float32), (n, 1), interpolation=cv2.INTER_AREA)[0].reshape(n, -1).astype(np.float64)
+
+    coarse = harmonic_fill(shrink(top, cw), shrink(bottom, cw), shrink(left, ch), shrink(right, ch))
+    field = cv2.resize(coarse.astype(np.float32), (w, h), interpolation=cv2.INTER_LINEAR).reshape(h, w, -1).astype(np.float64)
+    ys, xs = np.arange(h)[:, None], np.arange(w)[None, :]
+    dist = np.stack(np.broadcast_arrays(ys, h - 1 - ys, xs, w - 1 - xs))  # to top, bottom, left, right
+    nearest = dist.argmin(axis=0)
+    d = dist.min(axis=0)
+    weight = np.clip(1.0 - d / band, 0.0, 1.0)[..., None]
+    residual = [top - field[0], bottom - field[-1], left - field[:, 0], right - field[:, -1]]
+    correction = np.zeros_like(field)
+    for k, r in enumerate(residual):
+        sel = (nearest == k) & (d < band)
+        if not sel.any():
+            continue
+        along = np.broadcast_to(xs, (h, w)) if k < 2 else np.broadcast_to(ys, (h, w))
+        correction[sel] = r[along[sel]]
+    return field + weight * correction
+
+
 def _ring(image: np.ndarray, rect: tuple[int, int, int, int]) -> list[np.ndarray | None]:
     """The image rows / columns just outside `rect` (top, bottom, left, right), None where
     `rect` touches the image border."""
@@ -93,7 +128,7 @@ def _field(diffs: list[np.ndarray | None], shape: tuple[int, int], global_max: f
     c = dc.shape[0]
     sides = [np.clip(d.reshape(len(d), -1) - dc, -local_max, local_max) if d is not None else np.zeros((n, c))
              for d, n in zip(diffs, (w, w, h, h))]
-    return dc + harmonic_fill(*sides)
+    return dc + smooth_fill(*sides)
 
 
 def _luma(x: np.ndarray) -> np.ndarray:
