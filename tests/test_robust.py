@@ -363,3 +363,15 @@ def test_license_is_an_spdx_expression_without_warnings(tmp_path):
     assert "deprecat" not in (proc.stdout + proc.stderr).lower()
     (meta,) = (tmp_path / "meta").glob("*.dist-info/METADATA")
     assert "License-Expression: MIT" in meta.read_text()
+
+
+def test_large_frames_get_shorter_queues_and_look_ahead():
+    from anonyface.video import _bound_lookahead, queue_depth
+
+    assert [queue_depth(w, h) for w, h in ((640, 480), (1280, 720), (1920, 1080), (3840, 2160), (7680, 4320))] == [8, 8, 5, 2, 2]
+    looks = []
+    for w, h, preset in ((1280, 720, "medium"), (1920, 1080, "medium"), (3840, 2160, "medium"), (3840, 2160, "veryfast")):
+        opts = {"preset": preset}
+        _bound_lookahead(opts, w, h)
+        looks.append(opts.get("rc-lookahead"))
+    assert looks == [None, "20", "10", None]  # x264's own default kept where it is small enough

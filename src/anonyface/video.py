@@ -49,6 +49,14 @@ ODD_SIZE_CODECS = frozenset({"libvpx-vp9", "mpeg4", "mjpeg", "libsvtav1"})
 #: Without a terminal, a progress line on stderr this often (seconds).
 PROGRESS_SECONDS = 10.0
 
+#: Memory bounds for large frames. The decoder and encoder queues hold at most this many
+#: bytes of RGB frames each (between 2 and 8 frames: 8 up to 720p, 5 at 1080p, 2 at 4K),
+#: and x264's look-ahead at most this many pixels of frames (x264 keeps that many frames:
+#: medium's 40 stay up to 720p, 1080p gets 20, 4K 10; 1.5 GB less at 4K).
+QUEUE_BYTES = 32 << 20
+LOOKAHEAD_PIXELS = 20 * 1920 * 1080
+_X264_LOOKAHEAD = {"ultrafast": 0, "superfast": 0, "veryfast": 10, "faster": 20, "fast": 30, "medium": 40, "slow": 50}
+
 #: Container tags that never identify anyone and that muxers need; everything
 #: else (title, location / ISO6709 GPS, creation_time, make, model, encoder,
 #: comments...) is dropped unless keep_metadata.
@@ -238,6 +246,19 @@ def _encoder_options(codec: str, crf: int | None, preset: str | None) -> dict[st
     return {} if crf is None else {"crf": str(crf)}
 
 
+def queue_depth(width: int, height: int) -> int:
+    """Frames a decoder or encoder queue holds for this frame size (`QUEUE_BYTES`)."""
+    return max(2, min(8, QUEUE_BYTES // (width * height * 3)))
+
+
+def _bound_lookahead(enc_opts: dict[str, str], width: int, height: int) -> None:
+    """Shorten x264's look-ahead for large frames (`LOOKAHEAD_PIXELS`), never lengthen it."""
+    preset_default = _X264_LOOKAHEAD.get(enc_opts.get("preset", "medium"), 60)
+    cap = max(10, LOOKAHEAD_PIXELS // (width * height))
+    if cap < preset_default:
+        enc_opts["rc-lookahead"] = str(cap)
+
+
 def _pix_fmt(codec: str) -> str:
     if codec == "mjpeg":
         return "yuvj420p"
@@ -282,6 +303,8 @@ class VideoWriter:
             self.width, self.height = width + (width & 1), height + (height & 1)
         self.padded = (self.width, self.height) != self.size
         enc_opts = _encoder_options(codec, crf, preset)
+        if codec in ("libx264", "libx264rgb"):
+            _bound_lookahead(enc_opts, width, height)
         if self.container.format.name == "avi":
             enc_opts["bf"] = "0"  # AVI stores no presentation times: B-frames would scramble them
             time_base = 1 / Fraction(rate)  # and one tick per frame: each pts is rounded to its frame
@@ -613,7 +636,7 @@ class _VideoJob:
                 f"written as {w.width}×{w.height}, not {width}×{height}: {w.stream.codec_context.name} needs even sides "
                 f"(one row or column copied); --codec mpeg4 or libvpx-vp9 keeps odd sizes"
             )
-        self.consumer = Consumer(self.encoder.handle, self.encoder.finish).start()
+        self.consumer = Consumer(self.encoder.handle, self.encoder.finish, maxsize=queue_depth(width, height)).start()
         for item in self.early_audio:
             self.consumer.put(item)
         self.early_audio.clear()
@@ -691,7 +714,8 @@ def process_video(
     s = _open_source(src, opts)
     out = AtomicPath(dst)
     bar = progress_bar(src.name, s.total) if opts.progress else None
-    reader = Producer(_demux(s, bool(opts.start), opts.allow_partial)).start()
+    depth = queue_depth(s.video.codec_context.width, s.video.codec_context.height)
+    reader = Producer(_demux(s, bool(opts.start), opts.allow_partial), maxsize=depth).start()
     job = _VideoJob(anonymizer, s, out.tmp, dst.suffix, opts, on_frame, bar)
     try:
         for item in reader:
