@@ -288,6 +288,26 @@ def test_sigterm_cleans_up_like_ctrl_c(tmp_path):
     assert list(out.iterdir()) == []
 
 
+def test_sigterm_ends_live_like_ctrl_c_keeping_the_recording(tmp_path):
+    src = tmp_path / "long.mp4"
+    make_clip(src, frames=240, audio=None)
+    out = tmp_path / "rec"
+    out.mkdir()
+    env = dict(os.environ, PYTHONPATH=str(SRC))
+    cmd = [sys.executable, "-m", "anonyface", "live", str(src), "--no-preview", "-q", "--detect-every", "1", "-o", str(out / "rec.mp4")]
+    proc = subprocess.Popen(cmd, env=env, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 120
+    while not temps(out):
+        assert proc.poll() is None and time.monotonic() < deadline, "live ended before recording"
+        time.sleep(0.05)
+    time.sleep(0.5)
+    proc.send_signal(signal.SIGTERM)
+    err = proc.communicate(timeout=60)[1].decode()
+    assert proc.returncode == 143 and "terminated" in err and "Traceback" not in err
+    assert [p.name for p in out.iterdir()] == ["rec.mp4"]  # every recorded frame is anonymized: kept
+    assert 0 < len(read_frames(out / "rec.mp4")[0]) < 240
+
+
 def test_stale_temp_files_removed_on_the_next_run(tmp_path, png, capsys):
     proc, out = start_slow_video(tmp_path)
     proc.kill()
