@@ -92,6 +92,29 @@ def test_truncated_video_fails_unless_allow_partial(tmp_path, solid):
     assert proc.returncode == 0 and "warning: partial output" in proc.stderr.decode()
 
 
+def test_long_last_frame_is_not_taken_for_truncation(tmp_path, solid):
+    """A still ending (a screen recording): 30 frames in 3 s, the last shown for 10 s more;
+    every frame the header counts decodes, so the file is whole."""
+    src = tmp_path / "still.mp4"
+    with av.open(str(src), "w") as c:
+        s = c.add_stream("libx264", rate=10, options={"preset": "ultrafast"})
+        s.width, s.height, s.pix_fmt = 160, 120, "yuv420p"
+        s.codec_context.time_base = Fraction(1, 1000)
+        packets = []
+        for i in range(30):
+            frame = av.VideoFrame.from_ndarray(np.full((120, 160, 3), i * 8, np.uint8), format="rgb24")
+            frame.pts, frame.time_base = i * 100, Fraction(1, 1000)
+            packets += s.encode(frame)
+        packets += s.encode(None)
+        packets[-1].duration = 10000
+        for packet in packets:
+            c.mux(packet)
+    with av.open(str(src)) as c:
+        assert float(c.streams.video[0].duration * c.streams.video[0].time_base) > 12
+    stats = process_video(solid, src, tmp_path / "out.mp4", VideoOptions(progress=False))
+    assert stats.frames == 30 and stats.warnings == []
+
+
 def resizing_clip(path: Path) -> None:
     """An MKV whose H.264 frames go from 320×240 to 256×192 after 12 frames (two raw
     streams joined, as a camera switching modes or a careless concatenation makes)."""

@@ -435,6 +435,7 @@ class _Source:
     total: int | None  # frames expected (for the progress bar), when known
     expected_end: float | None = None  # where the video stream says it ends (seconds), when known
     damage: str | None = None  # why decoding stopped early (--allow-partial)
+    decoded: int = 0  # video frames decoded, cut or not
 
 
 def _open_source(src: Path, opts: VideoOptions) -> _Source:
@@ -513,6 +514,7 @@ def _demux_all(s: _Source, cut_start: bool) -> Iterator[tuple]:
         st = packet.stream
         if st.index == vin.index:
             for frame in packet.decode():
+                s.decoded += 1
                 if frame.pts is None:
                     continue
                 t = float(frame.pts * tb)
@@ -675,13 +677,16 @@ class _VideoJob:
         return st
 
     def check_complete(self) -> None:
-        """Fail a video that ended before its header says it does (a truncated download),
-        or that did not decode to the end; with --allow-partial, warn and say how much."""
+        """Fail a video that ended before its header says it does (a truncated download:
+        time missing and, where the header counts them and nothing is cut, frames missing,
+        so a long last frame is not taken for one), or that did not decode to the end;
+        with --allow-partial, warn and say how much."""
         s = self.s
         end = min(s.expected_end, s.t_end) if s.expected_end is not None else None
         frame = 1 / float(s.rate)
         reached = self.last_t + frame
-        short = end is not None and end - reached > 3 * frame + 0.1
+        counted = s.video.frames and not (self.opts.start or self.opts.end is not None)
+        short = end is not None and end - reached > 3 * frame + 0.1 and not (counted and s.decoded >= s.video.frames)
         if not short and s.damage is None:
             return
         begin = max(s.t0, self.first_t) if s.t0 else self.first_t
