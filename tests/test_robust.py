@@ -186,6 +186,10 @@ def test_output_extension_must_say_the_format(tmp_path, png, capsys):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.png", "clip.mp4"]
     assert main(["-q", "-m", "solid", str(png), "-o", str(tmp_path / "y.webp")]) == 0
     assert Image.open(tmp_path / "y.webp").format == "WEBP"
+    jfif = tmp_path / "b.jfif"  # a JPEG under a name of its own: the output keeps name and format
+    Image.open(png).convert("RGB").save(jfif, "JPEG")
+    assert main(["-q", "-m", "solid", str(jfif)]) == 0
+    assert Image.open(tmp_path / "b_anonymized.jfif").format == "JPEG"
 
 
 def test_odd_size_kept_where_the_codec_allows_else_said(tmp_path, solid, capsys):
