@@ -413,7 +413,7 @@ class ProgressLines:
         if now - self.last >= PROGRESS_SECONDS:
             self.last = now
             of = f"/{self.total} frames ({100 * self.n / self.total:.0f} %)" if self.total else " frames"
-            print(f"anonyface: {self.name}: {self.n}{of}, {self.n / (now - self.start):.1f} frames/s", file=sys.stderr, flush=True)
+            print(f"anonyface: {self.name}: {self.n}{of}, {self.n / max(now - self.start, 1e-6):.1f} frames/s", file=sys.stderr, flush=True)
 
     def close(self) -> None:
         pass
