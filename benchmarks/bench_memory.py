@@ -8,8 +8,8 @@ Each case runs `anonyface INPUT -o OUTPUT` in its own process, exactly as a user
 would, and reads that process's peak resident set size from the kernel when it
 ends (`os.wait4`: ru_maxrss). Inputs are made here: the test suite's composite
 of astronaut heads (tests/photos.group_photo), scaled to 1, 12, 48 and 100
-megapixels and saved as JPEG; and 3-second clips (tests/test_video.make_clip:
-moving heads, a sine tone) at 1280×720, 1920×1080 and 3840×2160, 24 frames/s,
+megapixels and saved as JPEG; and 3-second clips (tests/test_video.render:
+two moving heads) at 1280×720, 1920×1080 and 3840×2160, 24 frames/s,
 long enough for every queue, the look-back and the encoder's look-ahead to
 fill. "models" is the floor: the models loaded, a 64×64 photo. Numbers go to
 README.md ("Memory").
@@ -50,11 +50,21 @@ def make_photo(path: Path, pixels: int) -> tuple[int, int]:
     return w, h
 
 
-def make_video(path: Path, size: tuple[int, int]) -> None:
-    from test_video import make_clip
+def make_video(path: Path, size: tuple[int, int], frames: int = 72, fps: int = 24) -> None:
+    """Two heads crossing (tests/test_video.render), encoded frame by frame (no clip in memory)."""
+    import av
+    from test_video import render
 
-    face = size[1] / 5
-    make_clip(path, frames=72, fps=24, size=size, faces=2, face=face)
+    w, h = size
+    with av.open(str(path), "w") as c:
+        s = c.add_stream("libx264", rate=fps, options={"crf": "18", "preset": "ultrafast"})
+        s.width, s.height, s.pix_fmt = w, h, "yuv420p"
+        for i in range(frames):
+            img, _ = render(i, frames, w, h, faces=2, face=h / 5)
+            frame = av.VideoFrame.from_ndarray(img, format="rgb24")
+            frame.pts = i
+            c.mux(s.encode(frame))
+        c.mux(s.encode(None))
 
 
 def measure(args: list[str]) -> tuple[float, float, int]:

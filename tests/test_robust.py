@@ -92,6 +92,29 @@ def test_truncated_video_fails_unless_allow_partial(tmp_path, solid):
     assert proc.returncode == 0 and "warning: partial output" in proc.stderr.decode()
 
 
+def test_long_last_frame_is_not_taken_for_truncation(tmp_path, solid):
+    """A still ending (a screen recording): 30 frames in 3 s, the last shown for 10 s more;
+    every frame the header counts decodes, so the file is whole."""
+    src = tmp_path / "still.mp4"
+    with av.open(str(src), "w") as c:
+        s = c.add_stream("libx264", rate=10, options={"preset": "ultrafast"})
+        s.width, s.height, s.pix_fmt = 160, 120, "yuv420p"
+        s.codec_context.time_base = Fraction(1, 1000)
+        packets = []
+        for i in range(30):
+            frame = av.VideoFrame.from_ndarray(np.full((120, 160, 3), i * 8, np.uint8), format="rgb24")
+            frame.pts, frame.time_base = i * 100, Fraction(1, 1000)
+            packets += s.encode(frame)
+        packets += s.encode(None)
+        packets[-1].duration = 10000
+        for packet in packets:
+            c.mux(packet)
+    with av.open(str(src)) as c:
+        assert float(c.streams.video[0].duration * c.streams.video[0].time_base) > 12
+    stats = process_video(solid, src, tmp_path / "out.mp4", VideoOptions(progress=False))
+    assert stats.frames == 30 and stats.warnings == []
+
+
 def resizing_clip(path: Path) -> None:
     """An MKV whose H.264 frames go from 320×240 to 256×192 after 12 frames (two raw
     streams joined, as a camera switching modes or a careless concatenation makes)."""
@@ -164,6 +187,10 @@ def test_output_extension_must_say_the_format(tmp_path, png, capsys):
     for name, fmt in (("y.webp", "WEBP"), ("y.gif", "GIF")):  # what the extension says is what is written
         assert main(["-q", "-m", "solid", str(png), "-o", str(tmp_path / name)]) == 0
         assert Image.open(tmp_path / name).format == fmt
+    jfif = tmp_path / "b.jfif"  # a JPEG under a name of its own: the output keeps name and format
+    Image.open(png).convert("RGB").save(jfif, "JPEG")
+    assert main(["-q", "-m", "solid", str(jfif)]) == 0
+    assert Image.open(tmp_path / "b_anonymized.jfif").format == "JPEG"
 
 
 def test_odd_size_kept_where_the_codec_allows_else_said(tmp_path, solid, capsys):
@@ -289,6 +316,26 @@ def test_sigterm_cleans_up_like_ctrl_c(tmp_path):
     assert list(out.iterdir()) == []
 
 
+def test_sigterm_ends_live_like_ctrl_c_keeping_the_recording(tmp_path):
+    src = tmp_path / "long.mp4"
+    make_clip(src, frames=240, audio=None)
+    out = tmp_path / "rec"
+    out.mkdir()
+    env = dict(os.environ, PYTHONPATH=str(SRC))
+    cmd = [sys.executable, "-m", "anonyface", "live", str(src), "--no-preview", "-q", "--detect-every", "1", "-o", str(out / "rec.mp4")]
+    proc = subprocess.Popen(cmd, env=env, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 120
+    while not temps(out):
+        assert proc.poll() is None and time.monotonic() < deadline, "live ended before recording"
+        time.sleep(0.05)
+    time.sleep(0.5)
+    proc.send_signal(signal.SIGTERM)
+    err = proc.communicate(timeout=60)[1].decode()
+    assert proc.returncode == 143 and "terminated" in err and "Traceback" not in err
+    assert [p.name for p in out.iterdir()] == ["rec.mp4"]  # every recorded frame is anonymized: kept
+    assert 0 < len(read_frames(out / "rec.mp4")[0]) < 240
+
+
 def test_stale_temp_files_removed_on_the_next_run(tmp_path, png, capsys):
     proc, out = start_slow_video(tmp_path)
     proc.kill()
@@ -364,3 +411,15 @@ def test_license_is_an_spdx_expression_without_warnings(tmp_path):
     assert "deprecat" not in (proc.stdout + proc.stderr).lower()
     (meta,) = (tmp_path / "meta").glob("*.dist-info/METADATA")
     assert "License-Expression: MIT" in meta.read_text()
+
+
+def test_large_frames_get_shorter_queues_and_look_ahead():
+    from anonyface.video import _bound_lookahead, queue_depth
+
+    assert [queue_depth(w, h) for w, h in ((640, 480), (1280, 720), (1920, 1080), (3840, 2160), (7680, 4320))] == [8, 8, 5, 2, 2]
+    looks = []
+    for w, h, preset in ((1280, 720, "medium"), (1920, 1080, "medium"), (3840, 2160, "medium"), (3840, 2160, "veryfast")):
+        opts = {"preset": preset}
+        _bound_lookahead(opts, w, h)
+        looks.append(opts.get("rc-lookahead"))
+    assert looks == [None, "20", "10", None]  # x264's own default kept where it is small enough

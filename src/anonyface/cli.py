@@ -32,12 +32,17 @@ where outputs go:
   anonyface photos/                   -> photos{SUFFIX}/
   anonyface 'shots/*.jpg' a.png -o d/ -> d/ (globs are expanded for you too)
   anonyface - < in.jpg > out.jpg      -> standard input to standard output
+  anonyface clip.mp4 -o - | ...       -> standard output (any single input)
   Inputs are never overwritten unless you pass --in-place.
 
 privacy:
   Metadata that can identify (EXIF with GPS, camera serials and thumbnails, XMP,
   IPTC, comments, PNG text) is removed unless --keep-metadata; colour profiles
   are kept. Outputs are written atomically: a file that fails leaves nothing.
+
+video: a truncated or damaged video fails (--allow-partial keeps what decodes);
+  frames over 4096x2160 need --max-pixels; without a terminal, progress is a
+  line every 10 s. SIGTERM is Ctrl-C: the file in progress is not written.
 
 exit status: 0 all files done, 1 some file failed, 2 bad usage.
 

@@ -133,14 +133,14 @@ def _process_photo(anonymizer, src: Path, dst: Path, opts: FileOptions) -> FileR
 
 def check_output_name(src: Path, dst: Path, opts: FileOptions) -> None:
     """Refuse an output whose extension says another format than what would be written
-    (a JPEG inside a .gif): a video needs a video extension, a photo one of ours (or none:
-    then the input's format), agreeing with --format."""
+    (a JPEG inside a .gif): a video needs a video extension, a photo one of ours agreeing
+    with --format, or none or the input's own (then it is written in the input's format)."""
     suffix = dst.suffix.lower()
     if is_video(src):
         if suffix not in VIDEO_EXTENSIONS:
             raise ValueError(f"cannot write a video as {dst.name}: give it one of {' '.join(sorted(VIDEO_EXTENSIONS))}")
         return
-    if suffix and suffix not in FORMATS:
+    if suffix and suffix not in FORMATS and (opts.format or suffix != src.suffix.lower()):
         raise ValueError(f"cannot write a photo as {dst.name}: {suffix} is not a format anonyface writes ({' '.join(sorted(FORMATS))})")
     if suffix and opts.format and FORMATS[suffix] != _format(opts):
         raise ValueError(f"--format {opts.format} does not match the output name {dst.name}")

@@ -24,7 +24,7 @@ from typing import Iterator
 import numpy as np
 
 from .api import DEFAULT_METHOD, METHODS
-from .cli import add_tracking_arguments, terminate_as_interrupt, tracking_options
+from .cli import Terminated, add_tracking_arguments, terminate_as_interrupt, tracking_options
 from .detection import DEFAULT_THRESHOLD
 from .media import AtomicPath
 from .streams import Producer
@@ -182,9 +182,10 @@ def main(argv: list[str] | None = None) -> int:
     except LiveError as e:
         print(f"anonyface live: error: {e}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
-        print("anonyface live: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as e:
+        terminated = isinstance(e, Terminated)
+        print(f"anonyface live: {'terminated (SIGTERM)' if terminated else 'interrupted'}", file=sys.stderr)
+        return 143 if terminated else 130
 
 
 def _frames(container, stream) -> Iterator[tuple[np.ndarray, int | None, float]]:

@@ -49,6 +49,14 @@ ODD_SIZE_CODECS = frozenset({"libvpx-vp9", "mpeg4", "mjpeg", "libsvtav1"})
 #: Without a terminal, a progress line on stderr this often (seconds).
 PROGRESS_SECONDS = 10.0
 
+#: Memory bounds for large frames. The decoder and encoder queues hold at most this many
+#: bytes of RGB frames each (between 2 and 8 frames: 8 up to 720p, 5 at 1080p, 2 at 4K),
+#: and x264's look-ahead at most this many pixels of frames (x264 keeps that many frames:
+#: medium's 40 stay up to 720p, 1080p gets 20, 4K 10; 1.5 GB less at 4K).
+QUEUE_BYTES = 32 << 20
+LOOKAHEAD_PIXELS = 20 * 1920 * 1080
+_X264_LOOKAHEAD = {"ultrafast": 0, "superfast": 0, "veryfast": 10, "faster": 20, "fast": 30, "medium": 40, "slow": 50}
+
 #: Container tags that never identify anyone and that muxers need; everything
 #: else (title, location / ISO6709 GPS, creation_time, make, model, encoder,
 #: comments...) is dropped unless keep_metadata.
@@ -247,6 +255,19 @@ def _encoder_options(codec: str, crf: int | None, preset: str | None) -> dict[st
     return {} if crf is None else {"crf": str(crf)}
 
 
+def queue_depth(width: int, height: int) -> int:
+    """Frames a decoder or encoder queue holds for this frame size (`QUEUE_BYTES`)."""
+    return max(2, min(8, QUEUE_BYTES // (width * height * 3)))
+
+
+def _bound_lookahead(enc_opts: dict[str, str], width: int, height: int) -> None:
+    """Shorten x264's look-ahead for large frames (`LOOKAHEAD_PIXELS`), never lengthen it."""
+    preset_default = _X264_LOOKAHEAD.get(enc_opts.get("preset", "medium"), 60)
+    cap = max(10, LOOKAHEAD_PIXELS // (width * height))
+    if cap < preset_default:
+        enc_opts["rc-lookahead"] = str(cap)
+
+
 def _pix_fmt(codec: str) -> str:
     if codec == "mjpeg":
         return "yuvj420p"
@@ -291,6 +312,8 @@ class VideoWriter:
             self.width, self.height = width + (width & 1), height + (height & 1)
         self.padded = (self.width, self.height) != self.size
         enc_opts = _encoder_options(codec, crf, preset)
+        if codec in ("libx264", "libx264rgb"):
+            _bound_lookahead(enc_opts, width, height)
         if self.container.format.name == "avi":
             enc_opts["bf"] = "0"  # AVI stores no presentation times: B-frames would scramble them
             time_base = 1 / Fraction(rate)  # and one tick per frame: each pts is rounded to its frame
@@ -399,7 +422,7 @@ class ProgressLines:
         if now - self.last >= PROGRESS_SECONDS:
             self.last = now
             of = f"/{self.total} frames ({100 * self.n / self.total:.0f} %)" if self.total else " frames"
-            print(f"anonyface: {self.name}: {self.n}{of}, {self.n / (now - self.start):.1f} frames/s", file=sys.stderr, flush=True)
+            print(f"anonyface: {self.name}: {self.n}{of}, {self.n / max(now - self.start, 1e-6):.1f} frames/s", file=sys.stderr, flush=True)
 
     def close(self) -> None:
         pass
@@ -421,6 +444,7 @@ class _Source:
     total: int | None  # frames expected (for the progress bar), when known
     expected_end: float | None = None  # where the video stream says it ends (seconds), when known
     damage: str | None = None  # why decoding stopped early (--allow-partial)
+    decoded: int = 0  # video frames decoded, cut or not
 
 
 def _open_source(src: Path, opts: VideoOptions) -> _Source:
@@ -499,6 +523,7 @@ def _demux_all(s: _Source, cut_start: bool) -> Iterator[tuple]:
         st = packet.stream
         if st.index == vin.index:
             for frame in packet.decode():
+                s.decoded += 1
                 if frame.pts is None:
                     continue
                 t = float(frame.pts * tb)
@@ -622,7 +647,7 @@ class _VideoJob:
                 f"written as {w.width}×{w.height}, not {width}×{height}: {w.stream.codec_context.name} needs even sides "
                 f"(one row or column copied); --codec mpeg4 or libvpx-vp9 keeps odd sizes"
             )
-        self.consumer = Consumer(self.encoder.handle, self.encoder.finish).start()
+        self.consumer = Consumer(self.encoder.handle, self.encoder.finish, maxsize=queue_depth(width, height)).start()
         for item in self.early_audio:
             self.consumer.put(item)
         self.early_audio.clear()
@@ -662,13 +687,16 @@ class _VideoJob:
         return st
 
     def check_complete(self) -> None:
-        """Fail a video that ended before its header says it does (a truncated download),
-        or that did not decode to the end; with --allow-partial, warn and say how much."""
+        """Fail a video that ended before its header says it does (a truncated download:
+        time missing and, where the header counts them and nothing is cut, frames missing,
+        so a long last frame is not taken for one), or that did not decode to the end;
+        with --allow-partial, warn and say how much."""
         s = self.s
         end = min(s.expected_end, s.t_end) if s.expected_end is not None else None
         frame = 1 / float(s.rate)
         reached = self.last_t + frame
-        short = end is not None and end - reached > 3 * frame + 0.1
+        counted = s.video.frames and not (self.opts.start or self.opts.end is not None)
+        short = end is not None and end - reached > 3 * frame + 0.1 and not (counted and s.decoded >= s.video.frames)
         if not short and s.damage is None:
             return
         begin = max(s.t0, self.first_t) if s.t0 else self.first_t
@@ -701,7 +729,8 @@ def process_video(
     s = _open_source(src, opts)
     out = AtomicPath(dst)
     bar = progress_bar(src.name, s.total) if opts.progress else None
-    reader = Producer(_demux(s, bool(opts.start), opts.allow_partial)).start()
+    depth = queue_depth(s.video.codec_context.width, s.video.codec_context.height)
+    reader = Producer(_demux(s, bool(opts.start), opts.allow_partial), maxsize=depth).start()
     job = _VideoJob(anonymizer, s, out.tmp, dst.suffix, opts, on_frame, bar)
     try:
         for item in reader:
