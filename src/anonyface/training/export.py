@@ -133,7 +133,7 @@ def main(argv=None) -> dict:
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
 
-    from .train import load_generator
+    from .checkpoint import load_generator
 
     g = load_generator(args.checkpoint, ema=not args.raw)
     export_generator(g, args.output)

@@ -49,6 +49,7 @@ class Config:
     l1_weight: float = 1.0
     perc_weight: float = 1.0
     adv_weight: float = 0.1
+    proj_weight: float = 0.0  # projected discriminator on frozen MobileNetV2 features (loss.ProjectedD)
 
     def to_dict(self) -> dict:
         d = asdict(self)
