@@ -82,3 +82,31 @@ def test_pack_and_run_a_leg_on_the_cpu(data_dir, tmp_path):
     # a checkpoint of the wrong config is refused
     with pytest.raises(ValueError, match="tier fast wants"):
         leg.pack(data_dir, "fast", "pack2", **{**kw, "config": "cpu"}, checkpoint=str(out / "checkpoint-fast.pt"))
+
+
+def test_a_committed_checkpoint_is_not_packed_twice(data_dir, tmp_path):
+    import shutil
+    import subprocess
+
+    from anonyface.training import train
+
+    run = tmp_path / "run"
+    train.main(["--data", str(data_dir), "--run", str(run), "--config", "tiny", "--steps", "1", "--eval-n", "0",
+                "--log", ""])
+    repo = tmp_path / "repo"
+    (repo / "training").mkdir(parents=True)
+    shutil.copyfile(run / "checkpoint.pt", repo / "training" / "ck.pt")
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t", "-C", str(repo)]
+    subprocess.run([*git, "init", "-q"], check=True)
+    subprocess.run([*git, "add", "training/ck.pt"], check=True)
+    subprocess.run([*git, "commit", "-qm", "ck"], check=True)
+    info = leg.pack(data_dir, "fast", "pack", root=repo, config="tiny", eval_n=0, state_file=None,
+                    checkpoint="training/ck.pt", progress=False)
+    assert info["checkpoint"] == "../training/ck.pt" and not (repo / "pack" / "checkpoint.pt").exists()
+    s = leg.run_leg(repo / "pack", minutes=1, out=tmp_path / "o", device="cpu", steps=2)
+    assert s["step"] == 2 and s["images_seen"] == 4 + leg.CPU_BATCH  # 1 step of 4 resumed, then 1 of 8
+    # changed after the commit: packed after all
+    (repo / "training" / "ck.pt").write_bytes((tmp_path / "o" / "checkpoint-fast.pt").read_bytes())
+    info = leg.pack(data_dir, "fast", "pack", root=repo, config="tiny", eval_n=0, state_file=None,
+                    checkpoint="training/ck.pt", progress=False)
+    assert info["checkpoint"] == "checkpoint.pt" and (repo / "pack" / "checkpoint.pt").exists()

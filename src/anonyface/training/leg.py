@@ -80,6 +80,17 @@ def travelling_bytes(root: Path, exclude: Path | None = None) -> int:
     return total
 
 
+def travels_with_tree(root: Path, path: Path) -> bool:
+    """True when `path` is tracked by git and unchanged: the device gets it with
+    the checkout, so the pack need not carry a second copy."""
+    try:
+        rel = path.resolve().relative_to(root)
+        subprocess.run(["git", "ls-files", "--error-unmatch", str(rel)], cwd=root, capture_output=True, check=True)
+        return subprocess.run(["git", "diff", "--quiet", "HEAD", "--", str(rel)], cwd=root).returncode == 0
+    except (ValueError, OSError, subprocess.CalledProcessError):
+        return False
+
+
 def _shard_index(paths: list[str]) -> list[tuple[str, int]]:
     out = []
     for p in paths:
@@ -197,9 +208,12 @@ def pack(
         ck = torch.load(str(ck_src), map_location="cpu", weights_only=False)
         if ck["config"]["name"] != cfg.name:
             raise ValueError(f"{ck_src} is a '{ck['config']['name']}' checkpoint, tier {tier} wants '{cfg.name}'")
-        ck_name = "checkpoint.pt"
-        shutil.copyfile(ck_src, out / ck_name)
         del ck
+        if travels_with_tree(root, ck_src):  # committed: it is on the device already
+            ck_name = Path(os.path.relpath(ck_src.resolve(), out.resolve())).as_posix()
+        else:
+            ck_name = "checkpoint.pt"
+            shutil.copyfile(ck_src, out / ck_name)
     shutil.move(str(weights_copy), out / WEIGHTS)
     shutil.rmtree(weights_copy.parent, ignore_errors=True)
 
@@ -267,7 +281,7 @@ def pack(
 
 def run_leg(pack_dir: str | os.PathLike = PACK_DIR, minutes: float = 8.0, out: str | os.PathLike | None = None,
             device: str | None = None, batch: int | None = None, steps: int | None = None,
-            extra: list[str] | None = None) -> dict:
+            extra: list[str] | None = None, eval_n: int | None = None) -> dict:
     """Train one leg from a pack; the results land in `out` (≤ 8 files, each ≤ 16 MiB)."""
     import torch
 
@@ -280,7 +294,7 @@ def run_leg(pack_dir: str | os.PathLike = PACK_DIR, minutes: float = 8.0, out: s
     old_env = os.environ.get("ANONYFACE_MOBILENET")
     os.environ["ANONYFACE_MOBILENET"] = str((pack_dir / info["weights"]).resolve())
     try:
-        return _run(pack_dir, info, minutes, out, device, batch, steps, extra)
+        return _run(pack_dir, info, minutes, out, device, batch, steps, extra, eval_n)
     finally:
         if old_env is None:
             os.environ.pop("ANONYFACE_MOBILENET", None)
@@ -288,7 +302,7 @@ def run_leg(pack_dir: str | os.PathLike = PACK_DIR, minutes: float = 8.0, out: s
             os.environ["ANONYFACE_MOBILENET"] = old_env
 
 
-def _run(pack_dir: Path, info: dict, minutes, out: Path, device, batch, steps, extra) -> dict:
+def _run(pack_dir: Path, info: dict, minutes, out: Path, device, batch, steps, extra, eval_n) -> dict:
     import torch
 
     from . import train
@@ -302,7 +316,7 @@ def _run(pack_dir: Path, info: dict, minutes, out: Path, device, batch, steps, e
     if batch is None:
         batch = info["gpu_batch"] if cuda else CPU_BATCH
     argv = ["--data", str(pack_dir), "--run", str(run), "--config", info["config"], "--minutes", str(minutes),
-            "--eval-n", str(info["eval_n"]), "--batch", str(batch), "--log", str(run / "LOG.md"),
+            "--eval-n", str(info["eval_n"] if eval_n is None else min(eval_n, info["eval_n"])), "--batch", str(batch), "--log", str(run / "LOG.md"),
             "--device", "cuda" if cuda else "cpu", "--ckpt-minutes", "2"]
     if steps is not None:
         argv += ["--steps", str(steps)]
@@ -346,6 +360,8 @@ def main(argv: list[str] | None = None) -> int:
     rn.add_argument("--device", choices=["cpu", "cuda"], default=None)
     rn.add_argument("--batch", type=int, default=None)
     rn.add_argument("--steps", type=int, default=None)
+    rn.add_argument("--eval-n", type=int, default=None,
+                    help="evaluate on fewer of the packed validation crops (the CPU rehearsal)")
     args, rest = p.parse_known_args(argv)
     if args.cmd == "pack":
         if rest:
@@ -354,7 +370,7 @@ def main(argv: list[str] | None = None) -> int:
                     checkpoint=args.checkpoint, config=args.config, advance=not args.no_advance)
         print(json.dumps(info))
         return 0
-    s = run_leg(args.pack, args.minutes, args.out, args.device, args.batch, args.steps, rest)
+    s = run_leg(args.pack, args.minutes, args.out, args.device, args.batch, args.steps, rest, args.eval_n)
     keys = ("tier", "device", "minutes", "step", "images_seen", "leg_images", "img_s", "fd", "pose_err", "det_rate",
             "checkpoint_format", "checkpoint_bytes")
     print("LEG SUMMARY " + json.dumps({k: s.get(k) for k in keys} | {"out": str(args.out or os.environ.get("OUT"))}),

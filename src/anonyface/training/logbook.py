@@ -11,7 +11,7 @@ from pathlib import Path
 
 LOG_HEADER = """# Generator training log
 
-One line per training leg (`anonyface-train train`), appended automatically.
+One line per training leg (`anonyface-train train --log training/LOG.md`; GPU legs bring theirs back as `LOG-line.md`).
 FD = Fréchet distance of generated vs real validation crops on ImageNet
 MobileNetV2 1280-d pooled features (fixed first-N validation crops, fixed z):
 comparable only across these legs, **not** to published FID. Pose error = mean

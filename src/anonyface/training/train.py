@@ -195,21 +195,24 @@ def main(argv=None) -> dict:
         atomic_write(ck_path, blob)
         return fmt
 
-    # The real crops' reference is computed (once per run) before training; its
-    # duration, plus a timed generator batch, calibrates the time kept for the
-    # evaluation at the end of the leg.
+    # The real crops' reference is computed (once per run) before training. The
+    # time kept for the evaluation at the end of the leg is measured here, on
+    # this machine: the whole evaluation (generate, features, detector) on a
+    # few crops, scaled to n. (A reference or an earlier leg's evaluation time
+    # may come from another machine: a GPU leg's reference is made on the CPU.)
     n_eval = min(args.eval_n, len(val)) if val else 0
     detector, ref = None, None
     reserve = 5.0
     if n_eval >= 2:
         detector = _detector()
         ref = reference(val, n_eval, run, featnet, device, detector)
+        k = min(n_eval, 16)
         t0 = time.time()
         with torch.no_grad():
-            generate(G_ema, val, min(n_eval, 32), config.zdim, device)
-        gen_s = (time.time() - t0) * n_eval / min(n_eval, 32)
-        est = float(ref["seconds"]) + gen_s
-        reserve += 1.3 * max(est, eval_s_prev or 0.0)
+            evaluate(G_ema, val, k, {"feats": ref["feats"][:k], "pose": ref["pose"], "rate": ref["rate"]},
+                     featnet, device, detector)
+        est = (time.time() - t0) * n_eval / k
+        reserve += 1.3 * est
     deadline = t_start + budget - reserve
     if ck:  # last thing before the loop: building nets above draws random numbers
         set_rng_state(ck["rng"], data_gen)
@@ -258,9 +261,7 @@ def main(argv=None) -> dict:
         if args.steps is not None and step >= args.steps:
             break
         if time.time() >= deadline and step > leg_step0:
-            break
-        if time.time() >= deadline and args.steps is None:
-            break
+            break  # every leg takes at least one step, however short its budget
         idx = torch.randint(len(train), (batch,), generator=data_gen)
         image, erase, pad, lm = train.batch(idx, data_gen, augment=True)
         z = torch.randn(batch, config.zdim, generator=data_gen).to(device)
