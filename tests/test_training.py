@@ -215,3 +215,19 @@ def test_diff_augment_moves_masks_with_the_image():
     for i in range(6):
         rgb = y[i, :3]
         assert (rgb[:, inside[i]] - rgb[:, inside[i]].mean()).abs().max() < 1e-5 if inside[i].any() else True
+
+
+def test_evaluate_command_on_a_split(data_dir, tmp_path):
+    from anonyface.training import evaluate
+
+    _train(data_dir, tmp_path / "r", tmp_path, 1, log=False)
+    res = evaluate.main([str(tmp_path / "r" / "checkpoint.pt"), "--data", str(data_dir), "--split", "val", "--n", "6",
+                         "--cache", str(tmp_path / "cache"), "--grid", str(tmp_path / "g")])
+    assert res == 0
+    assert (tmp_path / "cache" / "val_ref" / "eval_ref_6_32.npz").exists()
+    assert (tmp_path / "g-r.png").stat().st_size > 0
+    out = evaluate.evaluate_checkpoints([str(tmp_path / "r" / "checkpoint.pt")], str(data_dir), "val", 6,
+                                        str(tmp_path / "cache"))
+    assert out[0]["eval_n"] == 6 and math.isfinite(out[0]["fd"]) and 0 <= out[0]["det_rate"] <= 1
+    with pytest.raises(SystemExit):
+        evaluate.evaluate_checkpoints([str(tmp_path / "r" / "checkpoint.pt")], str(data_dir), "webval", 6)

@@ -15,6 +15,7 @@ COMMANDS = {
     "train": "anonyface.training.train",
     "export": "anonyface.training.export",
     "leg": "anonyface.training.leg",
+    "evaluate": "anonyface.training.evaluate",
 }
 
 
