@@ -181,3 +181,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     evaluate_checkpoints(args.checkpoints, args.data, args.split, args.n, args.cache, args.grid, args.threads)
     return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())
