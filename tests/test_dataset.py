@@ -170,3 +170,101 @@ def test_main_command(src, tmp_path, capsys):
     assert m["totals"]["photos"] == 3 and m["totals"]["val"] == 0
     assert m["config"]["limit"] == 3
     assert dataset.main([str(tmp_path / "missing"), str(tmp_path / "x"), "-q"]) == 2
+
+
+@pytest.fixture(scope="module")
+def context_src(tmp_path_factory, detector):
+    """A `webfaces/`-like subset: a two-person photo and a portrait with ground truth
+    (written from the detector's own landmarks, 2 px off), plus one listed face
+    where the photo has none, and an unlisted photo; and one LFW photo."""
+    root = tmp_path_factory.mktemp("context")
+    web = root / "webfaces"
+    pair = photos.background(420, 260, 11)
+    photos.paste_head(pair, (120, 130), 96)
+    photos.paste_head(pair, (300, 130), 92)
+    _save(web / "pair.jpg", pair)
+    _save(web / "solo.jpg", _portrait((300, 260), 100, 12))
+    _save(web / "unlisted.jpg", _portrait((300, 260), 100, 13))
+    _save(root / "lfw" / "Ann_Example_0001.jpg", _portrait((150, 150), 78, 1))
+    lines = ["# file leye_x leye_y reye_x reye_y nose_x nose_y mouth_x mouth_y"]
+    for name in ("pair.jpg", "solo.jpg"):
+        img = dataset.load_rgb(web / name)
+        faces = sorted(dataset.detect_padded(detector, img), key=lambda f: f.box[0])
+        for f in faces:
+            if f.score < 0.9:
+                continue
+            lm = f.landmarks + 2.0
+            pts = [lm[1], lm[0], lm[2], (lm[3] + lm[4]) / 2]  # eyes listed right-first: the reader sorts them
+            lines.append(name + " " + " ".join(f"{v:.1f}" for p in pts for v in p))
+    lines.append("solo.jpg 20.0 20.0 40.0 20.0 30.0 30.0 30.0 38.0")  # no face there
+    (web / "landmarks.txt").write_text("\n".join(lines) + "\n")
+    return root
+
+
+def test_context_subset_gives_every_listed_face(context_src, tmp_path, detector):
+    m = dataset.build_dataset(context_src, tmp_path / "ctx", val_fraction=0.0, context_val_fraction=0.0,
+                              progress=False, detector=detector)
+    web = m["subsets"]["webfaces"]
+    assert web["photos"] == 3 and web["faces_listed"] == 4
+    assert web["kept"] == 3 and web["dropped"] == {"not_found": 1}
+    fs = read_shards(sorted((tmp_path / "ctx").glob("train-*.npz")))
+    srcs = sorted(s for s in fs.source if s.startswith("webfaces/"))
+    assert srcs == ["webfaces/pair.jpg#0", "webfaces/pair.jpg#1", "webfaces/solo.jpg#0"]
+    # The two crops of one photo are centred on different faces, and share its identity.
+    i, j = (list(fs.source).index(s) for s in srcs[:2])
+    assert fs.identity[i] == fs.identity[j] == "webfaces/pair.jpg"
+    assert not np.array_equal(fs.images[i], fs.images[j])
+    assert "webfaces/solo.jpg#1\tnot_found" in (tmp_path / "ctx" / "dropped.tsv").read_text()
+
+    # All of them held out: a separate `webval` series; `val` keeps only the other subsets.
+    m = dataset.build_dataset(context_src, tmp_path / "held", val_fraction=1.0, context_val_fraction=1.0,
+                              progress=False, detector=detector)
+    assert m["totals"]["webval"] == 3 and m["totals"]["val"] == 1 and m["totals"]["train"] == 0
+    wv = read_shards(sorted((tmp_path / "held").glob("webval-*.npz")))
+    assert all(s.startswith("webfaces/") for s in wv.source)
+    val = read_shards(sorted((tmp_path / "held").glob("val-*.npz")))
+    assert list(val.source) == ["lfw/Ann_Example_0001.jpg"]
+
+
+def test_context_photos_leave_the_other_order_alone():
+    files = [f"utk/{i}.jpg" for i in range(50)] + [f"webfaces/{i}.jpg" for i in range(7)]
+    order = dataset.photo_order(files, 3)
+    main = [f for f in order if not f.startswith("webfaces/")]
+    assert main == [files[i] for i in np.random.default_rng(3).permutation(50)]
+    assert sorted(order) == sorted(files)
+    pos = [k for k, f in enumerate(order) if f.startswith("webfaces/")]
+    assert max(np.diff(pos)) <= 10 and pos[0] < 10  # spread over the whole order
+
+
+class _Refuses:
+    cache_key = "refuses"
+
+    def detect(self, image):
+        raise AssertionError("detector called although the cache holds the photo")
+
+
+class _Counting:
+    cache_key = "refuses"  # the same identity as _Refuses: they share one cache
+
+    def __init__(self, inner):
+        self.inner, self.calls = inner, 0
+
+    def detect(self, image):
+        self.calls += 1
+        return self.inner.detect(image)
+
+
+def test_detection_cache_rebuilds_byte_identical(src, tmp_path, detector):
+    counting = _Counting(detector)
+    a = dataset.build_dataset(src, tmp_path / "a", progress=False, detector=counting)
+    assert counting.calls == 9  # every decodable photo once
+    (tmp_path / "b").mkdir()
+    (tmp_path / "b" / dataset.DET_CACHE_NAME).write_bytes((tmp_path / "a" / dataset.DET_CACHE_NAME).read_bytes())
+    b = dataset.build_dataset(src, tmp_path / "b", progress=False, detector=_Refuses())
+    assert a == b
+    for f in sorted((tmp_path / "a").iterdir()):
+        assert (tmp_path / "b" / f.name).read_bytes() == f.read_bytes(), f.name
+    # A cache made with another detector is not used.
+    with pytest.raises(AssertionError, match="detector called"):
+        dataset.build_dataset(src, tmp_path / "a", progress=False, detector=_Refuses.__new__(type(
+            "Other", (_Refuses,), {"cache_key": "other"})))

@@ -93,7 +93,7 @@ def test_generator_privacy_and_composite():
 
 def test_augment_flip_shift_keeps_geometry(data_dir):
     from anonyface.training.shards import read_shards
-    from anonyface.training.train import Data
+    from anonyface.training.data import Data
 
     fs = read_shards(sorted(data_dir.glob("train-*.npz")))
     data = Data(fs, 32, torch.device("cpu"))
@@ -109,17 +109,19 @@ def test_augment_flip_shift_keeps_geometry(data_dir):
         assert xs.min() <= x <= xs.max() + 1 and ys.min() <= y <= ys.max() + 1
 
 
-def _train(data_dir, run, tmp_path, steps, eval_n=0):
+def _train(data_dir, run, tmp_path, steps, eval_n=0, extra=(), log=True):
     from anonyface.training import train
 
     argv = ["--data", str(data_dir), "--run", str(run), "--config", "tiny", "--minutes", "5", "--steps", str(steps),
-            "--eval-n", str(eval_n), "--log", str(tmp_path / "LOG.md"), "--ckpt-minutes", "100"]
+            "--eval-n", str(eval_n), "--ckpt-minutes", "100", *extra]
+    if log:
+        argv += ["--log", str(tmp_path / "LOG.md")]
     return train.main(argv)
 
 
 def test_train_resume_is_exact_and_export(data_dir, tmp_path):
     from anonyface.training import export
-    from anonyface.training.train import load_checkpoint
+    from anonyface.training.checkpoint import load_checkpoint
 
     s_full = _train(data_dir, tmp_path / "full", tmp_path, 6)
     s_a = _train(data_dir, tmp_path / "legs", tmp_path, 3)
@@ -158,3 +160,74 @@ def test_train_resume_is_exact_and_export(data_dir, tmp_path):
     assert np.abs(out_a - out_b).max() <= 1e-6
     keep = (1 - erase.numpy()).astype(bool).repeat(3, 1)
     assert np.abs(out_a[keep] - np.clip(image.numpy()[keep], -1, 1)).max() <= 1e-6
+
+
+def test_projected_discriminator_resumes_exactly_and_log_path_is_explicit(data_dir, tmp_path):
+    from anonyface.training.checkpoint import load_checkpoint
+
+    proj = ["--proj", "0.5"]
+    s_full = _train(data_dir, tmp_path / "full", tmp_path, 4, extra=proj, log=False)
+    _train(data_dir, tmp_path / "legs", tmp_path, 2, extra=proj, log=False)
+    s_b = _train(data_dir, tmp_path / "legs", tmp_path, 4, log=False)  # --proj comes from the checkpoint
+    assert s_full["hparams"]["proj"] == s_b["hparams"]["proj"] == 0.5
+    assert math.isfinite(s_full["g_proj"]) and s_full["p_loss"] > 0
+    full = load_checkpoint(tmp_path / "full" / "checkpoint.pt")
+    legs = load_checkpoint(tmp_path / "legs" / "checkpoint.pt")
+    assert set(full["nets"]) == {"G", "D", "G_ema", "P"} and "P" in full["opts"]
+    for net in ("G", "D", "G_ema", "P"):
+        for k, v in full["nets"][net].items():
+            assert torch.equal(v, legs["nets"][net][k]), f"{net}.{k} differs after resume"
+    # P learns: its trained weights moved away from a fresh one's
+    from anonyface.training.loss import projected_d
+
+    fresh = projected_d(64).state_dict()
+    assert any(not torch.equal(fresh[k], v) for k, v in full["nets"]["P"].items() if "original" in k)
+    # Without --log the leg's table goes to RUN/LOG.md; nothing is written elsewhere.
+    assert (tmp_path / "legs" / "LOG.md").read_text().count("| 20") == 2
+    assert not (tmp_path / "LOG.md").exists()
+    _train(data_dir, tmp_path / "nolog", tmp_path, 1, extra=["--log", ""], log=False)
+    assert not (tmp_path / "nolog" / "LOG.md").exists()
+
+
+def test_trainer_rooms_and_no_path_magic():
+    """train.py keeps the loop; it never derives paths from where the code lives."""
+    from pathlib import Path
+
+    from anonyface.training import augment, checkpoint, data, loss, train
+
+    src = Path(train.__file__).read_text()
+    assert "__file__" not in src and "parents[" not in src
+    assert train.Data is data.Data and train.diff_augment is augment.diff_augment
+    assert train.build_checkpoint is checkpoint.build_checkpoint and train.R1_INTERVAL == loss.R1_INTERVAL
+
+
+def test_diff_augment_moves_masks_with_the_image():
+    from anonyface.training.augment import diff_augment
+
+    torch.manual_seed(0)
+    x = torch.zeros(6, 4, 32, 32)
+    x[:, :3, 8:24, 8:24] = 0.5  # a bright square ...
+    x[:, 3:, 8:24, 8:24] = 1.0  # ... and its mask
+    y = diff_augment(x)
+    inside = y[:, 3] > 0.5
+    # the mask channel is only moved and cut, never recoloured; the image moved with it
+    assert set(torch.unique(y[:, 3]).tolist()) <= {0.0, 1.0}
+    for i in range(6):
+        rgb = y[i, :3]
+        assert (rgb[:, inside[i]] - rgb[:, inside[i]].mean()).abs().max() < 1e-5 if inside[i].any() else True
+
+
+def test_evaluate_command_on_a_split(data_dir, tmp_path):
+    from anonyface.training import evaluate
+
+    _train(data_dir, tmp_path / "r", tmp_path, 1, log=False)
+    res = evaluate.main([str(tmp_path / "r" / "checkpoint.pt"), "--data", str(data_dir), "--split", "val", "--n", "6",
+                         "--cache", str(tmp_path / "cache"), "--grid", str(tmp_path / "g")])
+    assert res == 0
+    assert (tmp_path / "cache" / "val_ref" / "eval_ref_6_32.npz").exists()
+    assert (tmp_path / "g-r.png").stat().st_size > 0
+    out = evaluate.evaluate_checkpoints([str(tmp_path / "r" / "checkpoint.pt")], str(data_dir), "val", 6,
+                                        str(tmp_path / "cache"))
+    assert out[0]["eval_n"] == 6 and math.isfinite(out[0]["fd"]) and 0 <= out[0]["det_rate"] <= 1
+    with pytest.raises(SystemExit):
+        evaluate.evaluate_checkpoints([str(tmp_path / "r" / "checkpoint.pt")], str(data_dir), "webval", 6)

@@ -1,8 +1,9 @@
 """`anonyface-train`: build the data set, train the generator in legs, export it.
 
     anonyface-train dataset ../shared/data/train data/faces
-    anonyface-train train --data data/faces --run runs/cpu --minutes 60 --config cpu
+    anonyface-train train --data data/faces --run runs/cpu --minutes 60 --config cpu --log training/LOG.md
     anonyface-train export runs/cpu/checkpoint.pt src/anonyface/models/generator.onnx
+    anonyface-train leg pack --tier quality      (then on a GPU: make gpu-leg; docs/generator.md)
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ COMMANDS = {
     "dataset": "anonyface.training.dataset",
     "train": "anonyface.training.train",
     "export": "anonyface.training.export",
+    "leg": "anonyface.training.leg",
+    "evaluate": "anonyface.training.evaluate",
 }
 
 

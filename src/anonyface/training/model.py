@@ -49,6 +49,7 @@ class Config:
     l1_weight: float = 1.0
     perc_weight: float = 1.0
     adv_weight: float = 0.1
+    proj_weight: float = 0.0  # projected discriminator on frozen MobileNetV2 features (loss.ProjectedD)
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -78,6 +79,7 @@ CONFIGS = {
         g_channels={64: 16, 32: 32, 16: 64, 8: 128},
         d_channels={64: 16, 32: 32, 16: 64, 8: 128, 4: 128},
         batch=16, ema_kimg=1.0,
+        proj_weight=0.1,  # the recipe chosen by the A/B of docs/generator.md
     ),
     # For GPU legs: 128 px; sized so that its ONNX export stays inside
     # 15 ms per face on two CPU cores (0.9 GFLOP per face).
@@ -86,6 +88,7 @@ CONFIGS = {
         g_channels={128: 12, 64: 24, 32: 48, 16: 96, 8: 192},
         d_channels={128: 16, 64: 32, 32: 64, 16: 128, 8: 192, 4: 192},
         batch=64, ema_kimg=5.0,
+        proj_weight=0.1,
     ),
 }
 

@@ -4,23 +4,23 @@ One leg: load the shards, resume from RUN/checkpoint.pt if there is one, train
 for a wall-clock budget, checkpoint atomically every few minutes and at the
 end, write RUN/samples.png, evaluate a fixed validation set (Fréchet distance
 on MobileNetV2 features, pose error with our own detector), append a line to
-RUN/log.jsonl and to the Markdown table training/LOG.md, and print a summary.
+RUN/log.jsonl and to the Markdown table given by `--log` (default RUN/LOG.md),
+and print a summary.
 
-Losses (see docs/generator.md):
-  G: adv·softplus(−D(fake)) + l1·L1(erased region) + perc·Σ|φ(fake)−φ(real)|
-  D: softplus(D(fake)) + softplus(−D(real)) + lazy R1 on reals (every 16 steps)
-with DiffAugment (colour, translation, cutout) on every D input, EMA of G.
+This file holds only the leg's loop and its command line; the rooms:
+  data.py        shards → Data on the device → batches
+  augment.py     flips / shift jitter of the data, DiffAugment of D's inputs
+  loss.py        G / D (and projected-D) losses with their backward passes
+  checkpoint.py  build / save / load, atomic write, RNG state
+  evaluate.py    FD, pose error, sample grid      logbook.py  the LOG.md table
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime as _dt
-import glob
-import io
 import json
 import math
-import os
 import random
 import signal
 import sys
@@ -30,374 +30,24 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.nn import functional as F
 
-from .model import CONFIGS, FLIP_PERM, Config, Discriminator, Generator, get_config
-
-CHECKPOINT = "checkpoint.pt"
-MAX_CHECKPOINT_BYTES = 16 * 1024 * 1024 - 64 * 1024  # leave room for the pickle overhead
-R1_INTERVAL = 16
-FIXED_SEED = 1234  # validation z and sample z
-
-
-def _default_log() -> str:
-    """training/LOG.md at the repository root (source checkout), else under the working directory."""
-    root = Path(__file__).resolve().parents[3]
-    return str(root / "training" / "LOG.md") if (root / "pyproject.toml").exists() else "training/LOG.md"
-
-
-DEFAULT_LOG = _default_log()
-
-
-# -- data --------------------------------------------------------------------------
-
-class Data:
-    """All crops of one split on the device as uint8, with geometry at the training size."""
-
-    def __init__(self, faceset, size: int, device: torch.device):
-        imgs = torch.from_numpy(np.ascontiguousarray(faceset.images)).permute(0, 3, 1, 2)  # N×3×H×W uint8
-        src = imgs.shape[-1]
-        f = size / src
-        if size != src:
-            out = []
-            for i in range(0, len(imgs), 1024):
-                x = imgs[i : i + 1024].float()
-                x = F.interpolate(x, size=(size, size), mode="area")
-                out.append(x.round().clamp(0, 255).to(torch.uint8))
-            imgs = torch.cat(out) if out else imgs[:, :, :size, :size]
-        self.images = imgs.contiguous().to(device)
-        self.landmarks = torch.from_numpy(faceset.landmarks.astype(np.float32) * f).to(device)  # crop px
-        er = faceset.erase.astype(np.float64) * f
-        va = faceset.valid.astype(np.float64) * f
-        # Erase area rounded outwards, valid area inwards: never less erased.
-        erase = np.stack([np.floor(er[:, 0]), np.floor(er[:, 1]), np.ceil(er[:, 2]), np.ceil(er[:, 3])], 1)
-        valid = np.stack([np.ceil(va[:, 0]), np.ceil(va[:, 1]), np.floor(va[:, 2]), np.floor(va[:, 3])], 1)
-        self.erase = torch.from_numpy(np.clip(erase, 0, size).astype(np.int64)).to(device)
-        self.valid = torch.from_numpy(np.clip(valid, 0, size).astype(np.int64)).to(device)
-        self.size = size
-        self.device = device
-
-    def __len__(self) -> int:
-        return len(self.images)
-
-    def batch(self, idx: torch.Tensor, gen: torch.Generator | None = None, augment: bool = False, jitter: float = 0.03):
-        """(image [-1,1], erase, pad, landmarks [0,1]) for indices; optional flip + shift jitter."""
-        idx = idx.to(self.device)
-        img = self.images[idx].float()
-        lm = self.landmarks[idx].clone()
-        er = self.erase[idx].clone()
-        va = self.valid[idx].clone()
-        s = self.size
-        b = len(idx)
-        if augment:
-            # Random numbers are drawn on the CPU generator, so the stream is
-            # the same on every device and is saved in the checkpoint.
-            flip = (torch.rand(b, generator=gen) < 0.5).to(self.device)
-            j = max(0, int(round(jitter * s)))
-            shift = torch.randint(-j, j + 1, (b, 2), generator=gen).to(self.device)
-            img = torch.where(flip[:, None, None, None], img.flip(3), img)
-            lm_f = lm[:, list(FLIP_PERM)].clone()
-            lm_f[..., 0] = s - lm_f[..., 0]
-            lm = torch.where(flip[:, None, None], lm_f, lm)
-            for box in (er, va):
-                fx1, fx2 = s - box[:, 2], s - box[:, 0]
-                box[:, 0] = torch.where(flip, fx1, box[:, 0])
-                box[:, 2] = torch.where(flip, fx2, box[:, 2])
-            if j > 0:
-                img = shift_images(img, shift[:, 0], shift[:, 1])
-                lm = lm + shift[:, None, :].float()
-                for box in (er, va):
-                    box += shift.repeat(1, 2)
-                    box.clamp_(0, s)
-        erase = box_mask(er, s)
-        pad = 1.0 - box_mask(va, s)
-        image = img / 127.5 - 1.0
-        return image, erase, pad, lm / s
-
-
-def box_mask(boxes: torch.Tensor, size: int) -> torch.Tensor:
-    """B×1×S×S float mask, 1 inside the integer boxes (x1, y1, x2, y2)."""
-    r = torch.arange(size, device=boxes.device)
-    mx = (r[None] >= boxes[:, 0:1]) & (r[None] < boxes[:, 2:3])  # B×S
-    my = (r[None] >= boxes[:, 1:2]) & (r[None] < boxes[:, 3:4])
-    return (my[:, :, None] & mx[:, None, :]).float()[:, None]
-
-
-def shift_images(x: torch.Tensor, dx: torch.Tensor, dy: torch.Tensor) -> torch.Tensor:
-    """Move each image by integer (dx, dy) pixels, filling with zeros."""
-    b, c, h, w = x.shape
-    xs = torch.arange(w, device=x.device)[None] - dx[:, None]  # B×W source column
-    ys = torch.arange(h, device=x.device)[None] - dy[:, None]
-    okx = (xs >= 0) & (xs < w)
-    oky = (ys >= 0) & (ys < h)
-    x = x.gather(3, xs.clamp(0, w - 1)[:, None, None, :].expand(b, c, h, w))
-    x = x.gather(2, ys.clamp(0, h - 1)[:, None, :, None].expand(b, c, h, w))
-    keep = (oky[:, :, None] & okx[:, None, :])[:, None].to(x.dtype)
-    return x * keep
-
-
-def load_split(data_dir: str, split: str):
-    from .shards import read_shards
-
-    paths = sorted(glob.glob(os.path.join(data_dir, f"{split}-*.npz")))
-    if not paths:
-        return None, []
-    return read_shards(paths), paths
-
-
-# -- DiffAugment (Zhao et al. 2020): colour, translation, cutout -----------------
-
-def diff_augment(x: torch.Tensor) -> torch.Tensor:
-    """Augment a stacked D input (first 3 channels RGB in [-1, 1], the rest masks/maps)."""
-    b, c, h, w = x.shape
-    dev, dt = x.device, x.dtype
-    rgb, rest = x[:, :3], x[:, 3:]
-    rgb = rgb + (torch.rand(b, 1, 1, 1, device=dev, dtype=dt) - 0.5)  # brightness
-    mean = rgb.mean(1, keepdim=True)
-    rgb = (rgb - mean) * (torch.rand(b, 1, 1, 1, device=dev, dtype=dt) * 2) + mean  # saturation
-    mean = rgb.mean((1, 2, 3), keepdim=True)
-    rgb = (rgb - mean) * (torch.rand(b, 1, 1, 1, device=dev, dtype=dt) + 0.5) + mean  # contrast
-    x = torch.cat([rgb, rest], 1)
-    t = max(1, int(round(w * 0.125)))  # translation, 1/8 of the side
-    d = torch.randint(-t, t + 1, (b, 2), device=dev)
-    x = shift_images(x, d[:, 0], d[:, 1])
-    cs = max(1, int(round(w * 0.5)))  # cutout, half the side
-    ox = torch.randint(0, w + (1 - cs % 2), (b, 1), device=dev)
-    oy = torch.randint(0, h + (1 - cs % 2), (b, 1), device=dev)
-    r = torch.arange(w, device=dev)[None]
-    inx = ((r - ox + cs // 2) >= 0) & ((r - ox + cs // 2) < cs)
-    iny = ((r - oy + cs // 2) >= 0) & ((r - oy + cs // 2) < cs)
-    cut = (iny[:, :, None] & inx[:, None, :])[:, None].to(dt)
-    return x * (1 - cut)
-
-
-# -- checkpoints --------------------------------------------------------------------
-
-def _cast(sd: dict, dtype: torch.dtype) -> dict:
-    return {k: (v.detach().to("cpu", dtype) if v.is_floating_point() else v.detach().cpu()) for k, v in sd.items()}
-
-
-def _opt_state(opt: torch.optim.Optimizer, dtype: torch.dtype, drop_m: bool = False) -> dict:
-    """Adam state in `dtype`; with `drop_m`, without the first moments (with
-    beta1 = 0 they are just the last gradient and are rebuilt from zero)."""
-    sd = opt.state_dict()
-    state = {}
-    for i, st in sd["state"].items():
-        state[i] = {}
-        for k, v in st.items():
-            if k == "exp_avg" and drop_m:
-                continue
-            state[i][k] = v.detach().to("cpu", dtype) if torch.is_tensor(v) and k != "step" else (
-                v.detach().cpu() if torch.is_tensor(v) else v)
-    return {"state": state, "param_groups": sd["param_groups"]}
-
-
-def _restore_opt(opt: torch.optim.Optimizer, sd: dict) -> None:
-    state = {}
-    for i, st in sd["state"].items():
-        st = {k: (v.float() if torch.is_tensor(v) and k != "step" else v) for k, v in st.items()}
-        if "exp_avg" not in st and "exp_avg_sq" in st:
-            st["exp_avg"] = torch.zeros_like(st["exp_avg_sq"])
-        state[i] = st
-    opt.load_state_dict({"state": state, "param_groups": sd["param_groups"]})
-
-
-def build_checkpoint(state: dict, nets: dict, opts: dict, limit: int = MAX_CHECKPOINT_BYTES) -> tuple[bytes, str]:
-    """Serialise the run state, choosing the most exact format under `limit` bytes.
-
-    Tried in order: fp32 weights + fp32 Adam (exact resume); the same without
-    Adam's first moments when beta1 = 0 (they equal the last gradient: exact
-    up to rounding); fp32 weights + bf16 second moments; fp16 weights + bf16
-    second moments; fp16 weights without optimizer (Adam restarts).
-    """
-    n_w = sum(p.numel() for net in nets.values() for p in net.state_dict().values())
-    n_p = sum(p.numel() for opt in opts.values() for g in opt.param_groups for p in g["params"])
-    beta1_zero = all(g["betas"][0] == 0 for opt in opts.values() for g in opt.param_groups)
-    f32, f16, b16 = torch.float32, torch.float16, torch.bfloat16
-    plans = [("fp32+adam32", f32, f32, False)]
-    if beta1_zero:
-        plans += [("fp32+adam32v", f32, f32, True), ("fp32+adam16v", f32, b16, True), ("fp16+adam16v", f16, b16, True)]
-    else:
-        plans += [("fp32+adam16", f32, b16, False), ("fp16+adam16", f16, b16, False)]
-    plans.append(("fp16", f16, None, False))
-    for name, wdt, odt, drop_m in plans:
-        est = n_w * wdt.itemsize + (n_p * odt.itemsize * (1 if drop_m else 2) if odt else 0)
-        if est > limit and name != "fp16":
-            continue
-        ck = dict(state)
-        ck["format"] = name
-        ck["nets"] = {k: _cast(net.state_dict(), wdt) for k, net in nets.items()}
-        ck["opts"] = {k: _opt_state(o, odt, drop_m) for k, o in opts.items()} if odt is not None else None
-        buf = io.BytesIO()
-        torch.save(ck, buf)
-        data = buf.getvalue()
-        if len(data) <= limit or name == "fp16":
-            return data, name
-    raise AssertionError("unreachable")
-
-
-def atomic_write(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
-def rng_state(data_gen: torch.Generator) -> dict:
-    st = {"torch": torch.get_rng_state(), "data": data_gen.get_state(), "numpy": np.random.get_state(), "python": random.getstate()}
-    if torch.cuda.is_available():
-        st["cuda"] = torch.cuda.get_rng_state_all()
-    return st
-
-
-def set_rng_state(st: dict, data_gen: torch.Generator) -> None:
-    torch.set_rng_state(st["torch"])
-    data_gen.set_state(st["data"])
-    np.random.set_state(st["numpy"])
-    random.setstate(st["python"])
-    if "cuda" in st and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(st["cuda"])
-
-
-def load_checkpoint(path: str | os.PathLike, map_location="cpu") -> dict:
-    return torch.load(str(path), map_location=map_location, weights_only=False)
-
-
-def load_generator(path: str | os.PathLike, ema: bool = True) -> Generator:
-    """The (EMA) generator of a checkpoint, in fp32 and eval mode."""
-    ck = load_checkpoint(path)
-    g = Generator(Config.from_dict(ck["config"]))
-    g.load_state_dict({k: v.float() for k, v in ck["nets"]["G_ema" if ema else "G"].items()})
-    return g.eval().requires_grad_(False)
-
-
-# -- images -------------------------------------------------------------------------
-
-def to_uint8(x: torch.Tensor) -> np.ndarray:
-    """B×3×H×W in [-1, 1] → B×H×W×3 uint8."""
-    x = ((x.detach().float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
-    return x.permute(0, 2, 3, 1).cpu().numpy()
-
-
-def sample_grid(real: torch.Tensor, erase: torch.Tensor, fake: torch.Tensor, cell: int = 128) -> np.ndarray:
-    """Rows: real / erased input (grey where erased) / generated."""
-    shown = real * (1 - erase) + 0.0 * erase  # erased area shown as mid-grey (0 in [-1, 1])
-    rows = []
-    for t in (real, shown, fake):
-        imgs = to_uint8(t)
-        if imgs.shape[1] != cell:
-            import cv2
-
-            imgs = np.stack([cv2.resize(i, (cell, cell), interpolation=cv2.INTER_NEAREST) for i in imgs])
-        rows.append(np.concatenate(list(imgs), 1))
-    return np.concatenate(rows, 0)
-
-
-def write_png(path: Path, rgb: np.ndarray) -> None:
-    import cv2
-
-    ok, buf = cv2.imencode(".png", np.ascontiguousarray(rgb[..., ::-1]))
-    if not ok:
-        raise RuntimeError("PNG encoding failed")
-    atomic_write(path, buf.tobytes())
-
-
-# -- evaluation ---------------------------------------------------------------------
-
-@torch.no_grad()
-def generate(g: Generator, data: Data, n: int, zdim: int, device, batch: int = 32) -> tuple[np.ndarray, np.ndarray]:
-    """(generated uint8 crops, real uint8 crops) for the first n items with fixed z."""
-    gen = torch.Generator().manual_seed(FIXED_SEED)
-    z_all = torch.randn(n, zdim, generator=gen)
-    fakes, reals = [], []
-    for i in range(0, n, batch):
-        idx = torch.arange(i, min(n, i + batch))
-        image, erase, pad, lm = data.batch(idx)
-        fakes.append(to_uint8(g(image, erase, pad, lm, z_all[idx].to(device))))
-        reals.append(to_uint8(image))
-    return np.concatenate(fakes), np.concatenate(reals)
-
-
-def reference(val: Data, n: int, run: Path, featnet, device, detector) -> dict:
-    """Features and pose numbers of the real validation crops (cached in the run folder)."""
-    from . import metrics
-
-    ref_path = run / f"eval_ref_{n}_{val.size}.npz"
-    if ref_path.exists():
-        with np.load(ref_path) as z:
-            return {k: z[k] for k in z.files}
-    t0 = time.time()
-    real = np.concatenate([to_uint8(val.batch(torch.arange(i, min(n, i + 64)))[0]) for i in range(0, n, 64)])
-    feats = metrics.pooled_features(featnet, real, device=device).astype(np.float32)
-    lms = val.landmarks[:n].cpu().numpy()
-    pose, rate = metrics.pose_error(detector, real, lms) if detector else (float("nan"), float("nan"))
-    ref = {"feats": feats, "pose": np.float64(pose), "rate": np.float64(rate), "seconds": np.float64(time.time() - t0)}
-    buf = io.BytesIO()
-    np.savez(buf, **ref)
-    atomic_write(ref_path, buf.getvalue())
-    return ref
-
-
-def evaluate(g: Generator, val: Data, n: int, ref: dict, featnet, device, detector) -> dict:
-    from . import metrics
-
-    t0 = time.time()
-    fake, _ = generate(g, val, n, g.config.zdim, device)
-    lms = val.landmarks[:n].cpu().numpy()
-    feats_f = metrics.pooled_features(featnet, fake, device=device)
-    fd = metrics.frechet_distance_features(feats_f, ref["feats"])
-    pose, rate = metrics.pose_error(detector, fake, lms) if detector else (float("nan"), float("nan"))
-    return {
-        "eval_n": n, "fd": fd, "pose_err": pose, "det_rate": rate,
-        "real_pose_err": float(ref["pose"]), "real_det_rate": float(ref["rate"]), "eval_s": time.time() - t0,
-    }
-
-
-def _detector():
-    try:
-        from ..detection import FaceDetector
-
-        return FaceDetector(threads=2)
-    except Exception as e:  # noqa: BLE001 - report and go on without pose numbers
-        print(f"[train] no face detector for the pose metric: {e}", file=sys.stderr)
-        return None
-
-
-# -- LOG.md -------------------------------------------------------------------------
-
-LOG_HEADER = """# Generator training log
-
-One line per training leg (`anonyface-train train`), appended automatically.
-FD = Fréchet distance of generated vs real validation crops on ImageNet
-MobileNetV2 1280-d pooled features (fixed first-N validation crops, fixed z):
-comparable only across these legs, **not** to published FID. Pose error = mean
-landmark distance (our RetinaFace on the generated crop vs the conditioning
-landmarks) / inter-ocular distance; det. = share of generated crops where a
-face was detected. "real" columns give the same measures on the real crops.
-
-| date (UTC) | run | config | device | minutes | steps | images seen | img/s | G adv | L1 | perc | D loss | FD | pose err | det. | real pose | real det. |
-|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|
-"""
-
-
-def append_log(path: Path, row: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if not path.exists() or path.stat().st_size == 0:
-        path.write_text(LOG_HEADER)
-
-    def f(v, fmt="{:.3f}"):
-        return "–" if v is None or (isinstance(v, float) and math.isnan(v)) else fmt.format(v)
-
-    cells = [
-        row["date"], row["run"], row["config"], row["device"], f(row["minutes"], "{:.1f}"), str(row["step"]),
-        str(row["images_seen"]), f(row["img_s"], "{:.1f}"), f(row.get("g_adv")), f(row.get("l1")), f(row.get("perc")),
-        f(row.get("d_loss")), f(row.get("fd"), "{:.2f}"), f(row.get("pose_err")), f(row.get("det_rate"), "{:.2f}"),
-        f(row.get("real_pose_err")), f(row.get("real_det_rate"), "{:.2f}"),
-    ]
-    with open(path, "a") as fh:
-        fh.write("| " + " | ".join(cells) + " |\n")
+from .checkpoint import (
+    CHECKPOINT, MAX_CHECKPOINT_BYTES, atomic_write, build_checkpoint, load_checkpoint, load_generator,
+    restore_opt, rng_state, set_rng_state,
+)
+from .data import Data, box_mask, load_split
+from .augment import diff_augment, shift_images
+from .evaluate import FIXED_SEED, _detector, evaluate, generate, reference, sample_grid, write_png
+from .logbook import LOG_HEADER, append_log
+from .loss import R1_INTERVAL, FaceGANLoss, projected_d
+from .model import CONFIGS, Config, Discriminator, Generator, get_config
+
+# Names other code and older scripts import from here.
+__all__ = [
+    "CHECKPOINT", "MAX_CHECKPOINT_BYTES", "FIXED_SEED", "LOG_HEADER", "R1_INTERVAL", "Data", "append_log",
+    "atomic_write", "box_mask", "build_checkpoint", "diff_augment", "load_checkpoint", "load_generator",
+    "load_split", "main", "shift_images",
+]
 
 
 # -- training -----------------------------------------------------------------------
@@ -411,7 +61,9 @@ def parse_args(argv):
     p.add_argument("--batch", type=int, default=None, help="batch size (default: the config's)")
     p.add_argument("--device", default=None, choices=["cpu", "cuda"], help="default: cuda if available")
     p.add_argument("--steps", type=int, default=None, help="stop at this total step count (tests)")
-    p.add_argument("--log", default=DEFAULT_LOG, help="Markdown table to append a line to ('' for none; default: training/LOG.md at the repo root)")
+    p.add_argument("--log", default=None,
+                   help="Markdown table to append the leg's line to (default RUN/LOG.md; '' for none); "
+                        "the project's legs pass --log training/LOG.md")
     p.add_argument("--eval-n", type=int, default=1000, help="validation crops for FD / pose (0: no evaluation)")
     p.add_argument("--ckpt-minutes", type=float, default=3.0, help="checkpoint interval")
     p.add_argument("--log-seconds", type=float, default=30.0, help="interval of log lines")
@@ -420,6 +72,8 @@ def parse_args(argv):
     p.add_argument("--perc", type=float, default=None, help="perceptual (MobileNetV2) weight")
     p.add_argument("--adv", type=float, default=None, help="adversarial weight")
     p.add_argument("--r1", type=float, default=None, help="R1 gamma")
+    p.add_argument("--proj", type=float, default=None,
+                   help="weight of the projected discriminator on frozen MobileNetV2 features (0: none)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=2, help="CPU threads (cpu device)")
     p.add_argument("--compile", action="store_true", help="torch.compile G and D (cuda)")
@@ -449,8 +103,10 @@ def main(argv=None) -> dict:
     hp = dict(ck["hparams"]) if ck else {
         "batch": config.batch, "lr": config.lr, "l1": config.l1_weight, "perc": config.perc_weight,
         "adv": config.adv_weight, "r1": config.r1_gamma, "ema_kimg": config.ema_kimg,
+        "proj": config.proj_weight,
     }
-    for k in ("batch", "lr", "l1", "perc", "adv", "r1"):
+    hp.setdefault("proj", 0.0)  # checkpoints from before the projected D
+    for k in ("batch", "lr", "l1", "perc", "adv", "r1", "proj"):
         v = getattr(args, k)
         if v is not None:
             hp[k] = v
@@ -489,7 +145,7 @@ def main(argv=None) -> dict:
             net.load_state_dict({k: v.float() for k, v in ck["nets"][name].items()})
         if ck.get("opts"):
             for name, opt in (("G", opt_g), ("D", opt_d)):
-                _restore_opt(opt, ck["opts"][name])
+                restore_opt(opt, ck["opts"][name])
                 for g_ in opt.param_groups:  # a changed --lr applies on resume
                     g_["lr"] = hp["lr"] * (1 if name == "G" else c)
         else:
@@ -512,6 +168,20 @@ def main(argv=None) -> dict:
 
     nets = {"G": G, "D": D, "G_ema": G_ema}
     opts = {"G": opt_g, "D": opt_d}
+    P = None
+    if hp["proj"] > 0:
+        P = projected_d(perc_size).to(device)
+        opt_p = torch.optim.Adam(P.parameters(), lr=hp["lr"], betas=(0.0, 0.99), eps=1e-8, **fused)
+        if ck and "P" in ck["nets"]:
+            P.load_state_dict({k: v.float() for k, v in ck["nets"]["P"].items()})
+            if ck.get("opts") and "P" in ck["opts"]:
+                restore_opt(opt_p, ck["opts"]["P"])
+                for g_ in opt_p.param_groups:
+                    g_["lr"] = hp["lr"]
+        elif ck:
+            print("[train] the projected discriminator starts fresh", flush=True)
+        nets["P"], opts["P"] = P, opt_p
+    loss = FaceGANLoss(G, D, featnet, hp, perc_size, autocast, g_forward=G_step, d_forward=d_forward, P=P)
 
     def save(extra: dict | None = None, rng: dict | None = None) -> str:
         st = {
@@ -525,21 +195,24 @@ def main(argv=None) -> dict:
         atomic_write(ck_path, blob)
         return fmt
 
-    # The real crops' reference is computed (once per run) before training; its
-    # duration, plus a timed generator batch, calibrates the time kept for the
-    # evaluation at the end of the leg.
+    # The real crops' reference is computed (once per run) before training. The
+    # time kept for the evaluation at the end of the leg is measured here, on
+    # this machine: the whole evaluation (generate, features, detector) on a
+    # few crops, scaled to n. (A reference or an earlier leg's evaluation time
+    # may come from another machine: a GPU leg's reference is made on the CPU.)
     n_eval = min(args.eval_n, len(val)) if val else 0
     detector, ref = None, None
     reserve = 5.0
     if n_eval >= 2:
         detector = _detector()
         ref = reference(val, n_eval, run, featnet, device, detector)
+        k = min(n_eval, 16)
         t0 = time.time()
         with torch.no_grad():
-            generate(G_ema, val, min(n_eval, 32), config.zdim, device)
-        gen_s = (time.time() - t0) * n_eval / min(n_eval, 32)
-        est = float(ref["seconds"]) + gen_s
-        reserve += 1.3 * max(est, eval_s_prev or 0.0)
+            evaluate(G_ema, val, k, {"feats": ref["feats"][:k], "pose": ref["pose"], "rate": ref["rate"]},
+                     featnet, device, detector)
+        est = (time.time() - t0) * n_eval / k
+        reserve += 1.3 * est
     deadline = t_start + budget - reserve
     if ck:  # last thing before the loop: building nets above draws random numbers
         set_rng_state(ck["rng"], data_gen)
@@ -551,7 +224,8 @@ def main(argv=None) -> dict:
     t_train = time.time()
     t_log = t_ckpt = t_train
     ema_beta_cfg = hp["ema_kimg"] * 1000
-    print(f"[train] {config.name}: G {G.num_params() / 1e6:.2f} M, D {D.num_params() / 1e6:.2f} M params, "
+    print(f"[train] {config.name}: G {G.num_params() / 1e6:.2f} M, D {D.num_params() / 1e6:.2f} M"
+          + (f", P {P.num_params() / 1e6:.2f} M" if P is not None else "") + " params, "
           f"batch {batch}, device {device}, budget {args.minutes:.1f} min (eval reserve {reserve:.0f} s)", flush=True)
 
     def log_line(final: bool = False) -> dict:
@@ -587,54 +261,28 @@ def main(argv=None) -> dict:
         if args.steps is not None and step >= args.steps:
             break
         if time.time() >= deadline and step > leg_step0:
-            break
-        if time.time() >= deadline and args.steps is None:
-            break
+            break  # every leg takes at least one step, however short its budget
         idx = torch.randint(len(train), (batch,), generator=data_gen)
         image, erase, pad, lm = train.batch(idx, data_gen, augment=True)
         z = torch.randn(batch, config.zdim, generator=data_gen).to(device)
         image = image.contiguous(memory_format=torch.channels_last)
 
-        # -- generator step
-        D.requires_grad_(False)
-        with autocast:
-            fake = G_step(image, erase, pad, lm, z)
-            logits = d_forward(diff_augment(D.inputs(fake, erase, pad, lm))) if hp["adv"] > 0 else None
-        fake32 = fake.float()
-        adv = F.softplus(-logits.float()).mean() if logits is not None else fake32.new_zeros(())
-        l1 = ((fake32 - image).abs() * erase).sum() / (erase.sum() * 3 + 1e-6)
-        if hp["perc"] > 0:
-            with autocast:
-                with torch.no_grad():
-                    f_real = featnet.taps(image, perc_size)
-                f_fake = featnet.taps(fake, perc_size)
-            perc = sum((a.float() - b.float()).abs().mean() for a, b in zip(f_fake, f_real))
-        else:
-            perc = fake32.new_zeros(())
-        loss_g = hp["adv"] * adv + hp["l1"] * l1 + hp["perc"] * perc
+        # -- generator step, then D's (and P's) on the same fake, detached
         opt_g.zero_grad(set_to_none=True)
-        loss_g.backward()
+        fake, parts = loss.generator(image, erase, pad, lm, z)
         opt_g.step()
-        D.requires_grad_(True)
-
-        # -- discriminator step
-        d_loss = fake32.new_zeros(())
-        r1 = fake32.new_zeros(())
+        opt_d.zero_grad(set_to_none=True)
+        d_parts = loss.discriminator(fake, image, erase, pad, lm, step)
         if hp["adv"] > 0:
-            with autocast:
-                d_fake = d_forward(diff_augment(D.inputs(fake.detach(), erase, pad, lm)))
-                d_real = d_forward(diff_augment(D.inputs(image, erase, pad, lm)))
-            d_loss = F.softplus(d_fake.float()).mean() + F.softplus(-d_real.float()).mean()
-            opt_d.zero_grad(set_to_none=True)
-            d_loss.backward()
-            if step % R1_INTERVAL == 0 and hp["r1"] > 0:
-                real = image.detach().requires_grad_(True)
-                out = D.forward_stacked(diff_augment(D.inputs(real, erase, pad, lm)))
-                (grad,) = torch.autograd.grad(out.sum(), real, create_graph=True)
-                r1 = grad.pow(2).sum((1, 2, 3)).mean()
-                (r1 * (hp["r1"] / 2) * R1_INTERVAL).backward()
-                last_r1 = float(r1.detach())
             opt_d.step()
+        if d_parts["r1"] is not None:
+            last_r1 = float(d_parts["r1"].detach())
+        if P is not None:
+            opt_p.zero_grad(set_to_none=True)
+            parts["p_loss"] = loss.projected(erase)
+            opt_p.step()
+        adv, l1, perc, loss_g, d_loss = (parts["g_adv"], parts["l1"], parts["perc"], parts["loss_g"],
+                                         d_parts["d_loss"])
 
         # -- EMA of G (StyleGAN2-ADA: half-life in images, ramped up early on)
         seen += batch
@@ -645,7 +293,8 @@ def main(argv=None) -> dict:
             for p_ema, p in zip(G_ema.parameters(), G.parameters()):
                 p_ema.lerp_(p.detach(), 1 - beta)
 
-        for k, v in (("g_adv", adv), ("l1", l1), ("perc", perc), ("d_loss", d_loss)):
+        extra = (("g_proj", parts["g_proj"]), ("p_loss", parts["p_loss"])) if P is not None else ()
+        for k, v in (("g_adv", adv), ("l1", l1), ("perc", perc), ("d_loss", d_loss), *extra):
             sums[k] = sums.get(k, 0.0) + float(v.detach())
         count += 1
         if not all(math.isfinite(float(v.detach())) for v in (loss_g, d_loss)):
@@ -684,12 +333,14 @@ def main(argv=None) -> dict:
         "leg_images": seen - leg_seen0, "img_s": img_s, "checkpoint_format": fmt,
         "checkpoint_bytes": ck_path.stat().st_size, "data_shards": len(train_paths),
     }
-    summary.update({k: last.get(k) for k in ("g_adv", "l1", "perc", "d_loss", "r1")})
+    summary.update({k: last.get(k) for k in ("g_adv", "l1", "perc", "d_loss", "r1", "g_proj", "p_loss") if k in last})
+    summary["hparams"] = {k: hp[k] for k in ("batch", "lr", "l1", "perc", "adv", "r1", "proj")}
     summary.update(metrics)
     log_f.write(json.dumps({"leg": legs, **summary}) + "\n")
     log_f.close()
-    if args.log:
-        append_log(Path(args.log), summary)
+    log_path = run / "LOG.md" if args.log is None else (Path(args.log) if args.log else None)
+    if log_path is not None:
+        append_log(log_path, summary)
     print("[train] summary " + json.dumps(summary), flush=True)
     return summary
 

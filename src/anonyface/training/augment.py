@@ -1,0 +1,94 @@
+"""Augmentation: the data's flips and shift jitter, and DiffAugment on D's inputs.
+
+* `flip_jitter` works on a batch of crops and their geometry (landmarks in
+  crop pixels, erase and valid boxes): horizontal flip with the landmark pairs
+  swapped, and an integer shift whose uncovered pixels become padding. Its
+  random numbers come from a CPU `torch.Generator` (the same stream on every
+  device, saved in the checkpoint).
+* `diff_augment` (Zhao et al. 2020, "Differentiable Augmentation for
+  Data-Efficient GAN Training"): colour, translation and cutout applied alike
+  to real and generated inputs of D, differentiably; it draws from the global
+  torch RNG of the device.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .model import FLIP_PERM
+
+
+def shift_images(x: torch.Tensor, dx: torch.Tensor, dy: torch.Tensor) -> torch.Tensor:
+    """Move each image by integer (dx, dy) pixels, filling with zeros."""
+    b, c, h, w = x.shape
+    xs = torch.arange(w, device=x.device)[None] - dx[:, None]  # B×W source column
+    ys = torch.arange(h, device=x.device)[None] - dy[:, None]
+    okx = (xs >= 0) & (xs < w)
+    oky = (ys >= 0) & (ys < h)
+    x = x.gather(3, xs.clamp(0, w - 1)[:, None, None, :].expand(b, c, h, w))
+    x = x.gather(2, ys.clamp(0, h - 1)[:, None, :, None].expand(b, c, h, w))
+    keep = (oky[:, :, None] & okx[:, None, :])[:, None].to(x.dtype)
+    return x * keep
+
+
+def flip_jitter(
+    img: torch.Tensor, lm: torch.Tensor, er: torch.Tensor, va: torch.Tensor, size: int,
+    gen: torch.Generator | None, jitter: float = 0.03,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Random horizontal flip and ±`jitter`·size integer shift of a batch.
+
+    img B×3×S×S (any range, 0 = padding), lm B×5×2 crop pixels, er / va B×4
+    integer boxes (x1, y1, x2, y2; modified in place). Eyes and mouth corners
+    swap on a flip so that landmark 0 stays the eye on the image's left.
+    """
+    dev = img.device
+    b = len(img)
+    s = size
+    flip = (torch.rand(b, generator=gen) < 0.5).to(dev)
+    j = max(0, int(round(jitter * s)))
+    shift = torch.randint(-j, j + 1, (b, 2), generator=gen).to(dev)
+    img = torch.where(flip[:, None, None, None], img.flip(3), img)
+    lm_f = lm[:, list(FLIP_PERM)].clone()
+    lm_f[..., 0] = s - lm_f[..., 0]
+    lm = torch.where(flip[:, None, None], lm_f, lm)
+    for box in (er, va):
+        fx1, fx2 = s - box[:, 2], s - box[:, 0]
+        box[:, 0] = torch.where(flip, fx1, box[:, 0])
+        box[:, 2] = torch.where(flip, fx2, box[:, 2])
+    if j > 0:
+        img = shift_images(img, shift[:, 0], shift[:, 1])
+        lm = lm + shift[:, None, :].float()
+        for box in (er, va):
+            box += shift.repeat(1, 2)
+            box.clamp_(0, s)
+    return img, lm, er, va
+
+
+def diff_augment(x: torch.Tensor, translation: float = 0.125, cutout: float = 0.5) -> torch.Tensor:
+    """Augment a stacked D input (first 3 channels RGB in [-1, 1], the rest masks/maps).
+
+    Colour (brightness, saturation, contrast) on the RGB channels only;
+    translation by up to `translation`·side and a cutout square of
+    `cutout`·side on all channels together, so masks and heat maps stay
+    aligned with the image.
+    """
+    b, c, h, w = x.shape
+    dev, dt = x.device, x.dtype
+    rgb, rest = x[:, :3], x[:, 3:]
+    rgb = rgb + (torch.rand(b, 1, 1, 1, device=dev, dtype=dt) - 0.5)  # brightness
+    mean = rgb.mean(1, keepdim=True)
+    rgb = (rgb - mean) * (torch.rand(b, 1, 1, 1, device=dev, dtype=dt) * 2) + mean  # saturation
+    mean = rgb.mean((1, 2, 3), keepdim=True)
+    rgb = (rgb - mean) * (torch.rand(b, 1, 1, 1, device=dev, dtype=dt) + 0.5) + mean  # contrast
+    x = torch.cat([rgb, rest], 1)
+    t = max(1, int(round(w * translation)))
+    d = torch.randint(-t, t + 1, (b, 2), device=dev)
+    x = shift_images(x, d[:, 0], d[:, 1])
+    cs = max(1, int(round(w * cutout)))
+    ox = torch.randint(0, w + (1 - cs % 2), (b, 1), device=dev)
+    oy = torch.randint(0, h + (1 - cs % 2), (b, 1), device=dev)
+    r = torch.arange(w, device=dev)[None]
+    inx = ((r - ox + cs // 2) >= 0) & ((r - ox + cs // 2) < cs)
+    iny = ((r - oy + cs // 2) >= 0) & ((r - oy + cs // 2) < cs)
+    cut = (iny[:, :, None] & inx[:, None, :])[:, None].to(dt)
+    return x * (1 - cut)
