@@ -13,10 +13,11 @@ from __future__ import annotations
 import io
 import os
 import random
-from pathlib import Path
 
 import numpy as np
 import torch
+
+from ..media import write_atomic
 
 from .model import Config, Generator
 
@@ -88,15 +89,9 @@ def build_checkpoint(state: dict, nets: dict, opts: dict, limit: int = MAX_CHECK
     raise AssertionError("unreachable")
 
 
-def atomic_write(path: Path, data: bytes) -> None:
-    """Write via a temporary file, fsync, rename: a reader sees the old or the new file, never half."""
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+#: Temporary file, fsync, rename: a reader sees the old or the new file, never half
+#: (the one atomic-write helper of the project, `media.write_atomic`).
+atomic_write = write_atomic
 
 
 def rng_state(data_gen: torch.Generator) -> dict:
