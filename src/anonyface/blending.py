@@ -17,6 +17,8 @@ original face cannot leak into the result.
 
 from __future__ import annotations
 
+import functools
+
 import cv2
 import numpy as np
 
@@ -82,20 +84,26 @@ def smooth_fill(top: np.ndarray, bottom: np.ndarray, left: np.ndarray, right: np
 
     coarse = harmonic_fill(shrink(top, cw), shrink(bottom, cw), shrink(left, ch), shrink(right, ch))
     field = cv2.resize(coarse.astype(np.float32), (w, h), interpolation=cv2.INTER_LINEAR).reshape(h, w, -1).astype(np.float64)
-    ys, xs = np.arange(h)[:, None], np.arange(w)[None, :]
-    dist = np.stack(np.broadcast_arrays(ys, h - 1 - ys, xs, w - 1 - xs))  # to top, bottom, left, right
-    nearest = dist.argmin(axis=0)
-    d = dist.min(axis=0)
-    weight = np.clip(1.0 - d / band, 0.0, 1.0)[..., None]
     residual = [top - field[0], bottom - field[-1], left - field[:, 0], right - field[:, -1]]
-    correction = np.zeros_like(field)
-    for k, r in enumerate(residual):
-        sel = (nearest == k) & (d < band)
-        if not sel.any():
-            continue
-        along = np.broadcast_to(xs, (h, w)) if k < 2 else np.broadcast_to(ys, (h, w))
-        correction[sel] = r[along[sel]]
-    return field + weight * correction
+    for k, (rows, cols, along, weight) in enumerate(_edge_band(h, w, band)):
+        field[rows, cols] += weight[:, None] * residual[k][along]
+    return field
+
+
+@functools.lru_cache(maxsize=64)
+def _edge_band(h: int, w: int, band: int) -> list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]:
+    """Per side (top, bottom, left, right): the pixels within `band` of it that are nearest
+    to it, their position along it, and the weight 1 − distance / band. Cached per size:
+    video faces keep their size from frame to frame."""
+    ys, xs = np.arange(h)[:, None], np.arange(w)[None, :]
+    dist = np.stack(np.broadcast_arrays(ys, h - 1 - ys, xs, w - 1 - xs))
+    nearest, d = dist.argmin(axis=0), dist.min(axis=0)
+    out = []
+    for k in range(4):
+        rows, cols = np.nonzero((nearest == k) & (d < band))
+        along = cols if k < 2 else rows
+        out.append((rows, cols, along, 1.0 - d[rows, cols] / band))
+    return out
 
 
 def _ring(image: np.ndarray, rect: tuple[int, int, int, int]) -> list[np.ndarray | None]:

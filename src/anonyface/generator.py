@@ -185,7 +185,7 @@ class SynthCover:
             return out
         ids = [identities[i] for i in todo] if identities is not None else None
         z_all = self.latents(len(todo), ids)
-        saturation = saturation_for(colourfulness(image[::4, ::4], ~faces_mask[::4, ::4]))
+        saturation = saturation_for(colourfulness(image[::8, ::8], ~faces_mask[::8, ::8]))
         claimed = np.zeros((h, w), bool)
         subset = [faces[i] for i in todo]
         gen = self.generator
