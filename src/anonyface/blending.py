@@ -34,6 +34,9 @@ LOCAL_LOG_GAIN = 0.7
 #: part of the edge may add to it.
 MAX_COLOUR_STEP = 60.0
 LOCAL_COLOUR_STEP = 30.0
+#: Depth (share of the rectangle's smaller side) of the band in which the part of an
+#: edge's correction beyond the local clip is still applied, fading to nothing.
+EDGE_BAND = 0.1
 
 
 def _dst1(x: np.ndarray, axis: int) -> np.ndarray:
@@ -129,14 +132,21 @@ def _field(diffs: list[np.ndarray | None], shape: tuple[int, int], global_max: f
     differences, split into one robust global part (the median, clipped to
     ±`global_max`: the scene's light or tint) and a local rest (clipped to
     ±`local_max`: a dark beard or a red shirt at one edge must not tint the whole
-    face). A side with no ring (image border) takes the global part alone."""
+    face). What the clip cuts off is still added in a thin band along the edge
+    (`EDGE_BAND` of the rectangle, fading inwards), so the face meets the photo
+    without a step even there. A side with no ring (image border) takes the global
+    part alone."""
     h, w = shape
     known = np.concatenate([d.reshape(len(d), -1) for d in diffs if d is not None])
     dc = np.clip(np.median(known, axis=0), -global_max, global_max)
     c = dc.shape[0]
-    sides = [np.clip(d.reshape(len(d), -1) - dc, -local_max, local_max) if d is not None else np.zeros((n, c))
-             for d, n in zip(diffs, (w, w, h, h))]
-    return dc + smooth_fill(*sides)
+    full = [d.reshape(len(d), -1) - dc if d is not None else np.zeros((n, c)) for d, n in zip(diffs, (w, w, h, h))]
+    clipped = [np.clip(d, -local_max, local_max) for d in full]
+    field = dc + smooth_fill(*clipped)
+    band = max(3, int(round(EDGE_BAND * min(h, w))))
+    for k, (rows, cols, along, weight) in enumerate(_edge_band(h, w, band)):
+        field[rows, cols] += weight[:, None] * (full[k] - clipped[k])[along]
+    return field
 
 
 def _luma(x: np.ndarray) -> np.ndarray:
