@@ -34,10 +34,11 @@ import subprocess
 import sys
 import tempfile
 import time
-import zipfile
 from pathlib import Path
 
 import numpy as np
+
+from .shards import write_npz
 
 MIB = 1024 * 1024
 DEVICE_TREE_LIMIT = 64 * MIB
@@ -116,17 +117,7 @@ def copy_crops(picks: list[tuple[str, int, int]], dst: Path) -> int:
               "offsets": np.asarray(offsets, np.int64)}
     for k in FIELDS:
         arrays[k] = np.concatenate(meta[k])
-    import io
-
-    tmp = dst.with_name(dst.name + ".part")
-    with zipfile.ZipFile(tmp, "w", zipfile.ZIP_STORED) as zf:
-        for name, arr in arrays.items():
-            buf = io.BytesIO()
-            np.lib.format.write_array(buf, np.ascontiguousarray(arr), allow_pickle=False)
-            info = zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0))
-            info.external_attr = 0o644 << 16
-            zf.writestr(info, buf.getvalue())
-    os.replace(tmp, dst)
+    write_npz(dst, arrays)
     return len(offsets) - 1
 
 

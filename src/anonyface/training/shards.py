@@ -84,8 +84,15 @@ def write_shard(path: str | os.PathLike, images: list[np.ndarray], meta: dict[st
         if k not in ("jpeg", "offsets") and len(v) != len(images):
             raise ValueError(f"field {k} has {len(v)} entries for {len(images)} images")
     path = Path(path)
+    write_npz(path, arrays)
+    return path.stat().st_size
+
+
+def write_npz(path: str | os.PathLike, arrays: dict[str, np.ndarray]) -> None:
+    """An .npz written entry by entry with a fixed time stamp (equal content, equal bytes),
+    through a temporary file renamed into place."""
+    path = Path(path)
     tmp = path.with_name(path.name + ".part")
-    # An .npz written entry by entry with a fixed time stamp: equal content, equal bytes.
     with zipfile.ZipFile(tmp, "w", zipfile.ZIP_STORED) as zf:
         for name, arr in arrays.items():
             buf = io.BytesIO()
@@ -94,7 +101,6 @@ def write_shard(path: str | os.PathLike, images: list[np.ndarray], meta: dict[st
             info.external_attr = 0o644 << 16
             zf.writestr(info, buf.getvalue())
     os.replace(tmp, path)
-    return path.stat().st_size
 
 
 def read_shards(paths: list[str | os.PathLike], limit: int | None = None) -> FaceSet:
