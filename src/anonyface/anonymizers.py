@@ -22,6 +22,9 @@ METHODS = ("blur", "pixelate", "solid")
 #: says it means it (`--unsafe`, `Anonymizer(unsafe=True)`). From the measurements in
 #: docs/detection.md ("Cover strength"): dlib re-identification of covered faces.
 FLOORS = {"mask_scale": 1.0, "blur_strength": 0.1, "blocks": 12, "feather": 1.0}
+#: Above this detection threshold, faces every detector is sure of are missed
+#: (docs/detection.md: recall of CenterFace's sure faces is 1.0 up to 0.7).
+MAX_SAFE_THRESHOLD = 0.7
 
 
 @dataclass(frozen=True)
@@ -67,10 +70,12 @@ class CoverSettings:
         object.__setattr__(self, "feather", max(0.0, self.feather))
         object.__setattr__(self, "color", tuple(self.color))
 
-    def unsafe_choices(self) -> list[str]:
-        """The settings that would leave faces recognisable (see `FLOORS`), in words;
-        empty when every setting covers."""
+    def unsafe_choices(self, threshold: float | None = None) -> list[str]:
+        """The settings (and detection `threshold`) that would leave faces recognisable
+        (see `FLOORS`), in words; empty when every setting covers."""
         out = []
+        if threshold is not None and threshold > MAX_SAFE_THRESHOLD:
+            out.append(f"threshold {threshold:g} is above {MAX_SAFE_THRESHOLD:g}: sure faces would be left uncovered")
         if self.mask_scale < FLOORS["mask_scale"]:
             out.append(f"mask_scale {self.mask_scale:g} is below {FLOORS['mask_scale']:g}: the cover would not reach the whole face")
         if self.blur_strength < FLOORS["blur_strength"]:

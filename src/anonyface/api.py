@@ -25,9 +25,6 @@ METHODS = ("synth", *COVER_METHODS)
 DEFAULT_METHOD = "synth" if generator_path().exists() else "blur"
 
 _SETTINGS = {f.name for f in fields(CoverSettings)}
-#: Above this detection threshold, faces every detector is sure of are missed
-#: (docs/detection.md: recall of CenterFace's sure faces is 1.0 up to 0.7).
-MAX_SAFE_THRESHOLD = 0.7
 
 
 class Anonymizer:
@@ -66,9 +63,7 @@ class Anonymizer:
         if unknown:
             raise TypeError(f"unknown option(s) {', '.join(sorted(unknown))}; covering options are {', '.join(sorted(_SETTINGS))}")
         self.settings = replace(settings or CoverSettings(), **options)
-        problems = self.settings.unsafe_choices()
-        if threshold > MAX_SAFE_THRESHOLD:
-            problems.append(f"threshold {threshold:g} is above {MAX_SAFE_THRESHOLD:g}: sure faces would be left uncovered")
+        problems = self.settings.unsafe_choices(threshold)
         if problems and not unsafe:
             raise ValueError("; ".join(problems) + " (pass unsafe=True / --unsafe if you mean it)")
         self.seed = seed

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from . import __version__
 from .anonymizers import CoverSettings
-from .api import DEFAULT_METHOD, MAX_SAFE_THRESHOLD, METHODS
+from .api import DEFAULT_METHOD, METHODS
 from .detection import DEFAULT_THRESHOLD
 from .files import MEDIA_EXTENSIONS, FileOptions, FileResult, is_video, run_job
 from .media import DEFAULT_MAX_PIXELS, FORMATS, TEMP_MARK, AtomicPath, remove_stale_temps, sniff, write_atomic
@@ -175,9 +175,7 @@ def cover_settings(args, parser: argparse.ArgumentParser) -> CoverSettings:
         )
     except ValueError as e:
         parser.error(_option_names(str(e)))
-    problems = settings.unsafe_choices() if not getattr(args, "unsafe", False) else []
-    if getattr(args, "threshold", 0.0) > MAX_SAFE_THRESHOLD and not getattr(args, "unsafe", False):
-        problems.append(f"threshold {args.threshold:g} is above {MAX_SAFE_THRESHOLD:g}: sure faces would be left uncovered")
+    problems = [] if getattr(args, "unsafe", False) else settings.unsafe_choices(getattr(args, "threshold", None))
     if problems:
         parser.error(_option_names("; ".join(problems)) + " (add --unsafe if you really mean it)")
     return settings

@@ -154,14 +154,10 @@ def _process_to_stdout(anonymizer, src: Path, opts: FileOptions) -> FileResult:
             result = _process_video_file(anonymizer, src, Path(tmp) / f"out{src.suffix.lower()}", opts)
             with open(result.output, "rb") as f:
                 shutil.copyfileobj(f, sys.stdout.buffer)
-    else:
-        picture = read_image(src, anonymizer.max_pixels)
-        img, faces, caught = anonymizer.process_picture(picture)
-        sys.stdout.buffer.write(encode_output(img, picture, None, opts))
-        result = FileResult(str(src), None, faces, picture.size, audited=caught)
-    sys.stdout.buffer.flush()
-    result.output = "<stdout>"
-    return result
+        sys.stdout.buffer.flush()
+        result.output = "<stdout>"
+        return result
+    return process_stream(anonymizer, src, None, opts)
 
 
 def encode_output(img, picture, output: str | os.PathLike | None, options: FileOptions) -> bytes:
@@ -184,8 +180,9 @@ def _process_video_file(anonymizer, src: Path, dst: Path, opts: FileOptions) -> 
     return FileResult(str(src), str(dst), stats.first_faces, (stats.width, stats.height), video=stats, warnings=list(stats.warnings))
 
 
-def process_stream(anonymizer, data: bytes, output: str | os.PathLike | None, options: FileOptions | None = None) -> FileResult:
-    """A photo given as bytes (standard input) into `output`, or to standard output when None."""
+def process_stream(anonymizer, data: bytes | Path, output: str | os.PathLike | None, options: FileOptions | None = None) -> FileResult:
+    """A photo given as bytes (standard input) or a path into `output`, or to standard
+    output when None."""
     opts = options or FileOptions()
     if output is not None:
         check_output_name(Path("-"), Path(output), opts)
@@ -197,7 +194,8 @@ def process_stream(anonymizer, data: bytes, output: str | os.PathLike | None, op
         sys.stdout.buffer.flush()
     else:
         write_atomic(output, encoded)
-    return FileResult("<stdin>", str(output) if output is not None else "<stdout>", faces, picture.size, audited=caught)
+    label = str(data) if isinstance(data, Path) else "<stdin>"
+    return FileResult(label, str(output) if output is not None else "<stdout>", faces, picture.size, audited=caught)
 
 
 def run_job(anonymizer, source: Path | None, output: Path | None, options: FileOptions, label: str | None = None) -> FileResult:

@@ -28,7 +28,7 @@ from .cli import Terminated, add_tracking_arguments, terminate_as_interrupt, tra
 from .detection import DEFAULT_THRESHOLD
 from .media import AtomicPath
 from .streams import Producer
-from .video import FrameProcessor
+from .video import FrameProcessor, VideoWriter, frame_rgb
 
 
 class LiveError(Exception):
@@ -190,8 +190,6 @@ def main(argv: list[str] | None = None) -> int:
 
 def _frames(container, stream) -> Iterator[tuple[np.ndarray, int | None, float]]:
     """(upright RGB, pts, time it was decoded) for every frame of `stream`."""
-    from .video import frame_rgb
-
     for frame in container.decode(stream):
         yield frame_rgb(frame), frame.pts, time.perf_counter()
 
@@ -209,8 +207,6 @@ class _Recorder:
         self.t_start = time.perf_counter()
 
     def write(self, rgb: np.ndarray, pts: int | None) -> None:
-        from .video import VideoWriter
-
         if self.writer is None:
             self.out = AtomicPath(self.path)
             h, w = rgb.shape[:2]

@@ -25,6 +25,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Sequence
 
+import cv2
 import numpy as np
 
 from .detection import Face
@@ -357,8 +358,6 @@ class CutDetector:
 
     def __call__(self, rgb: np.ndarray) -> bool:
         """Is this frame the first of a new shot? (Call on every frame, in order.)"""
-        import cv2
-
         small = cv2.resize(rgb, (64, 36), interpolation=cv2.INTER_AREA)
         hsv = cv2.cvtColor(small, cv2.COLOR_RGB2HSV)
         hist = cv2.normalize(cv2.calcHist([hsv], [0, 1], None, [16, 8], [0, 180, 0, 256]), None).flatten()
