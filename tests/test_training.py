@@ -99,14 +99,84 @@ def test_augment_flip_shift_keeps_geometry(data_dir):
     data = Data(fs, 32, torch.device("cpu"))
     gen = torch.Generator().manual_seed(3)
     idx = torch.arange(8)
-    image, erase, pad, lm = data.batch(idx, gen, augment=True)
-    assert image.shape == (8, 3, 32, 32) and erase.shape == (8, 1, 32, 32)
+    image, erase, pad, lm, ex = data.batch(idx, gen, augment=True)
+    assert image.shape == (8, 3, 32, 32) and erase.shape == (8, 1, 32, 32) and ex.shape == (8, 5)
     # eyes stay left/right ordered as in the data, and landmarks stay inside the erased box
     assert (lm[:, 0, 0] < lm[:, 1, 0]).all()
     for i in range(8):
         ys, xs = np.nonzero(erase[i, 0].numpy())
         x, y = (lm[i, 2] * 32).tolist()
         assert xs.min() <= x <= xs.max() + 1 and ys.min() <= y <= ys.max() + 1
+
+
+def test_flip_swaps_the_eyes_expression():
+    from anonyface.training.augment import flip_jitter
+
+    b, s = 64, 32
+    img = torch.rand(b, 3, s, s)
+    lm = torch.tensor([[9.0, 12], [22, 12], [16, 18], [12, 24], [20, 24]]).repeat(b, 1, 1)
+    box = torch.tensor([[6, 6, 26, 28]]).repeat(b, 1)
+    ex = torch.tensor([[0.5, -1.0, 2.0, 0.3, 0.1]]).repeat(b, 1)
+    _, lm2, _, _, ex2 = flip_jitter(img, lm, box.clone(), box.clone(), s, torch.Generator().manual_seed(0), 0.0, ex)
+    flipped = lm2[:, 0, 0] != lm[:, 0, 0]
+    assert 0 < int(flipped.sum()) < b
+    assert torch.equal(ex2[flipped], ex[flipped][:, [0, 2, 1, 3, 4]]) and torch.equal(ex2[~flipped], ex[~flipped])
+
+
+@pytest.mark.parametrize("name", ["tiny", "cpu"])
+def test_growing_expression_conditions_keeps_the_model(name):
+    """A landmarks-only checkpoint grown to expression conditions computes the same
+    images until training moves the new (zero) weights; then the conditions matter."""
+    from anonyface.training.model import add_expression
+
+    cfg = get_config(name)
+    torch.manual_seed(0)
+    G, D = Generator(cfg).eval(), Discriminator(cfg).eval()
+    cfg2, nets = add_expression(cfg, {"G": G.state_dict(), "D": D.state_dict()})
+    assert cfg2.edim == 5 and cfg.edim == 0
+    G2, D2 = Generator(cfg2).eval(), Discriminator(cfg2).eval()
+    G2.load_state_dict(nets["G"])
+    D2.load_state_dict(nets["D"])
+    image, erase, pad, lm, z = random_inputs(cfg, b=3)
+    ex = torch.randn(3, 5)
+    with torch.no_grad():
+        assert (G(image, erase, pad, lm, z) - G2(image, erase, pad, lm, z, ex)).abs().max() < 1e-5
+        assert (D(image, erase, pad, lm) - D2(image, erase, pad, lm, ex)).abs().max() < 1e-5
+        G2.expr.weight.normal_()
+        assert (G2(image, erase, pad, lm, z, ex) - G2(image, erase, pad, lm, z, -ex)).abs().max() > 1e-3
+
+
+def test_expression_training_needs_conditions_in_the_shards(data_dir, tmp_path):
+    with pytest.raises(SystemExit, match="anonyface-train conditions"):
+        _train(data_dir, tmp_path / "expr", tmp_path, 1, extra=["--expression"], log=False)
+
+
+def test_export_with_expression_input(tmp_path):
+    from anonyface.training import export
+    from anonyface.training.model import add_expression
+
+    import onnxruntime as ort
+
+    cfg = get_config("tiny")
+    torch.manual_seed(1)
+    cfg2, nets = add_expression(cfg, {"G": Generator(cfg).state_dict()})
+    g = Generator(cfg2)
+    g.load_state_dict(nets["G"])
+    with torch.no_grad():
+        g.expr.weight.normal_()
+    path = tmp_path / "ge.onnx"
+    export.export_generator(g, path)
+    assert export.check(g, path) <= 1e-3
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    assert [i.name for i in sess.get_inputs()] == ["image", "erase", "pad", "landmarks", "z", "expression"]
+    assert sess.get_modelmeta().custom_metadata_map["edim"] == "5"
+    image, erase, pad, lm, z = random_inputs(cfg, b=2, seed=5)
+    feed = {"image": image.numpy(), "erase": erase.numpy(), "pad": pad.numpy(), "landmarks": lm.numpy(), "z": z.numpy()}
+    a = sess.run(None, {**feed, "expression": np.zeros((2, 5), np.float32)})[0]
+    b = sess.run(None, {**feed, "expression": np.full((2, 5), 2.0, np.float32)})[0]
+    assert np.abs(a - b).max() > 1e-3
+    keep = (1 - erase.numpy()).astype(bool).repeat(3, 1)
+    assert np.abs(a[keep] - b[keep]).max() == 0  # the conditions only change the painted area
 
 
 def _train(data_dir, run, tmp_path, steps, eval_n=0, extra=(), log=True):
@@ -231,3 +301,18 @@ def test_evaluate_command_on_a_split(data_dir, tmp_path):
     assert out[0]["eval_n"] == 6 and math.isfinite(out[0]["fd"]) and 0 <= out[0]["det_rate"] <= 1
     with pytest.raises(SystemExit):
         evaluate.evaluate_checkpoints([str(tmp_path / "r" / "checkpoint.pt")], str(data_dir), "webval", 6)
+
+
+def test_exposure_darkens_some_crops_face_and_context_alike():
+    from anonyface.training.augment import exposure
+
+    img = torch.full((400, 3, 8, 8), 180.0)
+    img[:, :, :2] = 0.0  # padding stays black
+    out = exposure(img, torch.Generator().manual_seed(0))
+    darker = out[:, :, 4:].mean((1, 2, 3)) < 179.0
+    assert 0.15 < float(darker.float().mean()) < 0.35  # p = 0.25
+    assert (out[:, :, :2] == 0).all() and (out <= 180.01).all()
+    # one gain per crop: every non-padding pixel of a crop scales alike
+    rel = out[:, :, 2:] / 180.0
+    assert torch.allclose(rel, rel[:, :1, :1, :1].expand_as(rel), atol=1e-4)
+    assert float(out[darker, :, 4:].min()) < 60  # down to dark scenes

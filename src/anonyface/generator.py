@@ -23,6 +23,9 @@ from .geometry import CROP_GROW, ERASE_SCALE, Crop, box_iou, crop_face, erase_ar
 from .runtime import model_path, open_session
 
 MODEL_FILE = "generator.onnx"
+#: Along a track, each frame's expression is this much the previous one's: a
+#: blink (3-4 frames) still shows, the meter's frame-to-frame noise does not.
+EXPR_SMOOTH = 0.4
 
 
 def default_model_path() -> Path:
@@ -56,8 +59,11 @@ class FaceGenerator:
         except Exception as e:  # a damaged file must not crash a batch later
             raise GeneratorUnavailable(f"cannot load generator {path}: {e}") from None
         meta = self.session.get_modelmeta().custom_metadata_map
-        self.size = int(meta.get("size", self.session.get_inputs()[0].shape[-1]))
-        self.zdim = int(meta.get("zdim", self.session.get_inputs()[4].shape[-1]))
+        inputs = {i.name: i for i in self.session.get_inputs()}
+        self.size = int(meta.get("size", inputs["image"].shape[-1]))
+        self.zdim = int(meta.get("zdim", inputs["z"].shape[-1]))
+        # Expression conditions (anonyface.expression): models trained with them have the input.
+        self.edim = int(meta.get("edim", inputs["expression"].shape[-1])) if "expression" in inputs else 0
         self.path = path
 
     def prepare(self, image: np.ndarray, face: Face) -> Prepared:
@@ -65,8 +71,9 @@ class FaceGenerator:
         lm = crop.to_crop(face.landmarks) / self.size
         return Prepared(crop, erase_box(crop, face.box), lm.astype(np.float32))
 
-    def generate(self, prepared: list[Prepared], z: np.ndarray) -> np.ndarray:
-        """uint8 RGB crops (N, S, S, 3) for the prepared faces, with latents z (N, zdim)."""
+    def generate(self, prepared: list[Prepared], z: np.ndarray, expression: np.ndarray | None = None) -> np.ndarray:
+        """uint8 RGB crops (N, S, S, 3) for the prepared faces, with latents z (N, zdim)
+        and, for a model with expression conditions, their scalars (N, edim; None: neutral)."""
         n, s = len(prepared), self.size
         image = np.empty((n, 3, s, s), np.float32)
         erase = np.zeros((n, 1, s, s), np.float32)
@@ -80,9 +87,12 @@ class FaceGenerator:
         # the erased pixels never reach the generator.
         image *= 1.0 - erase
         landmarks = np.stack([p.landmarks for p in prepared]).astype(np.float32)
-        out = self.session.run(
-            None, {"image": image, "erase": erase, "pad": pad, "landmarks": landmarks, "z": z.astype(np.float32)}
-        )[0]
+        feed = {"image": image, "erase": erase, "pad": pad, "landmarks": landmarks, "z": z.astype(np.float32)}
+        if self.edim:
+            feed["expression"] = (
+                np.zeros((n, self.edim), np.float32) if expression is None else np.asarray(expression, np.float32)
+            )
+        out = self.session.run(None, feed)[0]
         if not np.all(np.isfinite(out)):
             raise FloatingPointError("generator produced non-finite values")
         return np.clip((out.transpose(0, 2, 3, 1) + 1.0) * 127.5 + 0.5, 0, 255).astype(np.uint8)
@@ -127,6 +137,11 @@ class SynthCover:
     the claim mask (no painted face is overwritten by a later one) and the
     latents: one per identity (a video track keeps its fake face), drawn from
     (`identity_base`, identity), so `reroll` gives every person a new face.
+
+    For a generator with expression conditions it measures each face's
+    expression (`anonyface.expression`: five scalars, never pixels) on the
+    original image, smoothed along a track so the new face talks and blinks
+    with the person without jitter; neutral when the meter is missing or fails.
     """
 
     method = "synth"
@@ -136,6 +151,9 @@ class SynthCover:
         self.settings = settings or CoverSettings()
         self._rng = np.random.default_rng(seed)
         self.identity_base = int(seed) if seed is not None else int(np.random.default_rng().integers(2**31))
+        self._meter = None  # ExpressionMeter, made on first use (generators with expression conditions)
+        self._meter_tried = False
+        self._expr_track: dict[int, np.ndarray] = {}
 
     def reroll(self) -> None:
         """New fake identities for every person from now on (live video: a key press)."""
@@ -148,6 +166,35 @@ class SynthCover:
         return np.stack(
             [np.random.default_rng((self.identity_base, int(k))).standard_normal(zdim) for k in identities]
         ).astype(np.float32)
+
+    def expressions(self, image: np.ndarray, faces: list[Face], identities: list[int] | None) -> np.ndarray | None:
+        """(N, edim) expression scalars of `faces` measured on the original `image`, or
+        None (neutral) when the generator takes none or no meter is available."""
+        edim = self.generator.edim
+        if not edim or not faces:
+            return None
+        if not self._meter_tried:
+            self._meter_tried = True
+            from .expression import expression_meter
+
+            self._meter = expression_meter()
+        if self._meter is None:
+            return None
+        try:
+            e = np.asarray(self._meter.measure(image, faces), np.float32).reshape(len(faces), edim)
+        except Exception:  # neutral conditions, never an error and never an uncovered face
+            return None
+        e = np.where(np.isfinite(e), e, 0.0).astype(np.float32)
+        if identities is not None:
+            for i, k in enumerate(identities):
+                prev = self._expr_track.get(int(k))
+                if prev is not None:
+                    e[i] = EXPR_SMOOTH * prev + (1 - EXPR_SMOOTH) * e[i]
+                self._expr_track[int(k)] = e[i].copy()
+            if len(self._expr_track) > 4096:  # long videos: forget the oldest tracks
+                for k in list(self._expr_track)[:2048]:
+                    del self._expr_track[k]
+        return e
 
     def _fallback(self, image: np.ndarray, face: Face, method: str) -> None:
         cover(image, self.settings.region(face), method, self.settings)
@@ -185,14 +232,15 @@ class SynthCover:
             return out
         ids = [identities[i] for i in todo] if identities is not None else None
         z_all = self.latents(len(todo), ids)
+        subset = [faces[i] for i in todo]
+        expr_all = self.expressions(image, subset, ids)
         saturation = saturation_for(colourfulness(image[::8, ::8], ~faces_mask[::8, ::8]))
         claimed = np.zeros((h, w), bool)
-        subset = [faces[i] for i in todo]
         gen = self.generator
         for batch in overlap_free_batches(subset):
             try:
                 prepared = [gen.prepare(work, subset[k]) for k in batch]
-                crops = gen.generate(prepared, z_all[batch])
+                crops = gen.generate(prepared, z_all[batch], None if expr_all is None else expr_all[batch])
             except Exception:  # fail closed: a face we cannot paint is blurred, never left
                 for k in batch:
                     self._fallback(out, subset[k], "blur")

@@ -13,9 +13,11 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 
-from .model import FLIP_PERM
+from .model import EXPR_FLIP_PERM, FLIP_PERM
 
 
 def shift_images(x: torch.Tensor, dx: torch.Tensor, dy: torch.Tensor) -> torch.Tensor:
@@ -33,13 +35,15 @@ def shift_images(x: torch.Tensor, dx: torch.Tensor, dy: torch.Tensor) -> torch.T
 
 def flip_jitter(
     img: torch.Tensor, lm: torch.Tensor, er: torch.Tensor, va: torch.Tensor, size: int,
-    gen: torch.Generator | None, jitter: float = 0.03,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    gen: torch.Generator | None, jitter: float = 0.03, expression: torch.Tensor | None = None,
+) -> tuple:
     """Random horizontal flip and ±`jitter`·size integer shift of a batch.
 
     img B×3×S×S (any range, 0 = padding), lm B×5×2 crop pixels, er / va B×4
     integer boxes (x1, y1, x2, y2; modified in place). Eyes and mouth corners
-    swap on a flip so that landmark 0 stays the eye on the image's left.
+    swap on a flip so that landmark 0 stays the eye on the image's left, and
+    so do the eyes' openness in `expression` (B×5, returned as a fifth item
+    when given).
     """
     dev = img.device
     b = len(img)
@@ -51,6 +55,8 @@ def flip_jitter(
     lm_f = lm[:, list(FLIP_PERM)].clone()
     lm_f[..., 0] = s - lm_f[..., 0]
     lm = torch.where(flip[:, None, None], lm_f, lm)
+    if expression is not None:
+        expression = torch.where(flip[:, None], expression[:, list(EXPR_FLIP_PERM)], expression)
     for box in (er, va):
         fx1, fx2 = s - box[:, 2], s - box[:, 0]
         box[:, 0] = torch.where(flip, fx1, box[:, 0])
@@ -61,7 +67,27 @@ def flip_jitter(
         for box in (er, va):
             box += shift.repeat(1, 2)
             box.clamp_(0, s)
+    if expression is not None:
+        return img, lm, er, va, expression
     return img, lm, er, va
+
+
+def exposure(img: torch.Tensor, gen: torch.Generator | None, p: float = 0.25, min_gain: float = 0.04) -> torch.Tensor:
+    """Darken a share `p` of a batch of 0–255 crops as a camera's exposure would: a gain
+    in linear light, log-uniform in [`min_gain`, 1], on the face and its context alike.
+
+    The training photos are lit portraits (a face in a dark ring is typically 90
+    grey levels brighter than it); without this the generator paints bright
+    faces into dark scenes, and no runtime correction can tell a dark scene from
+    a dark backdrop (docs/blending.md).
+    """
+    b = len(img)
+    dev = img.device
+    on = (torch.rand(b, generator=gen) < p).to(dev)
+    lg = torch.rand(b, generator=gen).to(dev) * math.log(min_gain)
+    gain = torch.where(on, lg.exp(), torch.ones_like(lg))[:, None, None, None]
+    lin = (img / 255.0).clamp(0, 1).pow(2.2) * gain
+    return lin.pow(1 / 2.2) * 255.0
 
 
 def diff_augment(x: torch.Tensor, translation: float = 0.125, cutout: float = 0.5) -> torch.Tensor:

@@ -4,8 +4,11 @@
 explicit list of shard files); `Data` keeps a whole split on the device as
 uint8 N×3×S×S, resized with area filtering to the training size, with the
 erase boxes rounded outwards and the valid boxes inwards; `Data.batch` makes
-(image in [−1, 1], erase mask, padding mask, landmarks in [0, 1]) with
-optional flip + shift jitter (`augment.flip_jitter`).
+(image in [−1, 1], erase mask, padding mask, landmarks in [0, 1], expression)
+with optional flip + shift jitter (`augment.flip_jitter`) and exposure
+(`augment.exposure`). Shards without
+expression conditions (built before them) give neutral zeros and
+`has_expression` False.
 """
 
 from __future__ import annotations
@@ -17,7 +20,8 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from .augment import flip_jitter
+from .augment import exposure, flip_jitter
+from .model import EXPRESSION_DIM
 
 
 class Data:
@@ -36,6 +40,11 @@ class Data:
             imgs = torch.cat(out) if out else imgs[:, :, :size, :size]
         self.images = imgs.contiguous().to(device)
         self.landmarks = torch.from_numpy(faceset.landmarks.astype(np.float32) * f).to(device)  # crop px
+        expr = getattr(faceset, "expression", None)
+        self.has_expression = expr is not None
+        if expr is None:
+            expr = np.zeros((len(faceset.landmarks), EXPRESSION_DIM), np.float32)
+        self.expression = torch.from_numpy(np.asarray(expr, np.float32)).to(device)
         er = faceset.erase.astype(np.float64) * f
         va = faceset.valid.astype(np.float64) * f
         # Erase area rounded outwards, valid area inwards: never less erased.
@@ -51,19 +60,21 @@ class Data:
         return len(self.images)
 
     def batch(self, idx: torch.Tensor, gen: torch.Generator | None = None, augment: bool = False, jitter: float = 0.03):
-        """(image [-1,1], erase, pad, landmarks [0,1]) for indices; optional flip + shift jitter."""
+        """(image [-1,1], erase, pad, landmarks [0,1], expression) for indices; optional flip + shift jitter."""
         idx = idx.to(self.device)
         img = self.images[idx].float()
         lm = self.landmarks[idx].clone()
+        ex = self.expression[idx].clone()
         er = self.erase[idx].clone()
         va = self.valid[idx].clone()
         s = self.size
         if augment:
-            img, lm, er, va = flip_jitter(img, lm, er, va, s, gen, jitter)
+            img, lm, er, va, ex = flip_jitter(img, lm, er, va, s, gen, jitter, ex)
+            img = exposure(img, gen)
         erase = box_mask(er, s)
         pad = 1.0 - box_mask(va, s)
         image = img / 127.5 - 1.0
-        return image, erase, pad, lm / s
+        return image, erase, pad, lm / s, ex
 
 
 def box_mask(boxes: torch.Tensor, size: int) -> torch.Tensor:

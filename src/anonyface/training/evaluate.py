@@ -69,8 +69,8 @@ def generate(g: Generator, data: Data, n: int, zdim: int, device, batch: int = 3
     fakes, reals = [], []
     for i in range(0, n, batch):
         idx = torch.arange(i, min(n, i + batch))
-        image, erase, pad, lm = data.batch(idx)
-        fakes.append(to_uint8(g(image, erase, pad, lm, z_all[idx].to(device))))
+        image, erase, pad, lm, ex = data.batch(idx)
+        fakes.append(to_uint8(g(image, erase, pad, lm, z_all[idx].to(device), ex if g.config.edim else None)))
         reals.append(to_uint8(image))
     return np.concatenate(fakes), np.concatenate(reals)
 
@@ -156,9 +156,9 @@ def evaluate_checkpoints(checkpoints: list[str], data: str, split: str = "val", 
         if grid:
             m = min(8, k)
             z = torch.randn(m, g.config.zdim, generator=torch.Generator().manual_seed(FIXED_SEED))
-            image, erase, pad, lm = val.batch(torch.arange(m))
+            image, erase, pad, lm, ex = val.batch(torch.arange(m))
             with torch.no_grad():
-                fake = g(image, erase, pad, lm, z)
+                fake = g(image, erase, pad, lm, z, ex if g.config.edim else None)
             name = Path(path).parent.name or Path(path).stem
             write_png(Path(f"{grid}-{name}.png"), sample_grid(image, erase, fake))
         print(json.dumps(res), flush=True)

@@ -103,15 +103,15 @@ class FaceGANLoss:
         self.augment = augment
         self._f_real = self._f_fake = None
 
-    def generator(self, image, erase, pad, lm, z) -> tuple[torch.Tensor, dict]:
+    def generator(self, image, erase, pad, lm, z, ex=None) -> tuple[torch.Tensor, dict]:
         """G's forward and backward: (fake, {g_adv, l1, perc, g_proj, loss_g})."""
         hp = self.hp
         self.D.requires_grad_(False)
         if self.P is not None:
             self.P.requires_grad_(False)
         with self.autocast:
-            fake = self.g_forward(image, erase, pad, lm, z)
-            logits = self.d_forward(self.augment(self.D.inputs(fake, erase, pad, lm))) if hp["adv"] > 0 else None
+            fake = self.g_forward(image, erase, pad, lm, z, ex)
+            logits = self.d_forward(self.augment(self.D.inputs(fake, erase, pad, lm, ex))) if hp["adv"] > 0 else None
         fake32 = fake.float()
         adv = F.softplus(-logits.float()).mean() if logits is not None else fake32.new_zeros(())
         l1 = ((fake32 - image).abs() * erase).sum() / (erase.sum() * 3 + 1e-6)
@@ -136,20 +136,20 @@ class FaceGANLoss:
             self.P.requires_grad_(True)
         return fake, {"g_adv": adv, "l1": l1, "perc": perc, "g_proj": g_proj, "loss_g": loss_g}
 
-    def discriminator(self, fake, image, erase, pad, lm, step: int) -> dict:
+    def discriminator(self, fake, image, erase, pad, lm, step: int, ex=None) -> dict:
         """D's forward and backward (and lazy R1 every R1_INTERVAL steps): {d_loss, r1 (or None)}."""
         hp = self.hp
         d_loss = image.new_zeros(())
         r1 = None
         if hp["adv"] > 0:
             with self.autocast:
-                d_fake = self.d_forward(self.augment(self.D.inputs(fake.detach(), erase, pad, lm)))
-                d_real = self.d_forward(self.augment(self.D.inputs(image, erase, pad, lm)))
+                d_fake = self.d_forward(self.augment(self.D.inputs(fake.detach(), erase, pad, lm, ex)))
+                d_real = self.d_forward(self.augment(self.D.inputs(image, erase, pad, lm, ex)))
             d_loss = F.softplus(d_fake.float()).mean() + F.softplus(-d_real.float()).mean()
             d_loss.backward()
             if step % R1_INTERVAL == 0 and hp["r1"] > 0:
                 real = image.detach().requires_grad_(True)
-                out = self.D.forward_stacked(self.augment(self.D.inputs(real, erase, pad, lm)))
+                out = self.D.forward_stacked(self.augment(self.D.inputs(real, erase, pad, lm, ex)))
                 (grad,) = torch.autograd.grad(out.sum(), real, create_graph=True)
                 r1 = grad.pow(2).sum((1, 2, 3)).mean()
                 (r1 * (hp["r1"] / 2) * R1_INTERVAL).backward()

@@ -50,6 +50,7 @@ class Config:
     perc_weight: float = 1.0
     adv_weight: float = 0.1
     proj_weight: float = 0.0  # projected discriminator on frozen MobileNetV2 features (loss.ProjectedD)
+    edim: int = 0  # expression conditions (anonyface.expression); 0: landmarks only
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -95,6 +96,10 @@ CONFIGS = {
 #: Landmark order: left eye, right eye, nose, left mouth, right mouth (as the
 #: detector gives them); a horizontal flip swaps the pairs.
 FLIP_PERM = (1, 0, 2, 4, 3)
+#: Expression order (anonyface.expression.EXPRESSION_NAMES): mouth open, left
+#: eye open, right eye open, smile, brow raise; a flip swaps the eyes.
+EXPRESSION_DIM = 5
+EXPR_FLIP_PERM = (0, 2, 1, 3, 4)
 
 
 # -- building blocks ---------------------------------------------------------------
@@ -188,11 +193,18 @@ class Mapping(nn.Module):
 
 
 class Generator(nn.Module):
-    """forward(image, erase, pad, landmarks, z) → image, all B-first:
+    """forward(image, erase, pad, landmarks, z, expression=None) → image, all B-first:
 
     image B×3×S×S in [-1, 1]; erase, pad B×1×S×S (1 = erased / padding);
-    landmarks B×5×2 in [0, 1] of the crop; z B×zdim. Returns B×3×S×S with the
-    non-erased pixels equal to the input's.
+    landmarks B×5×2 in [0, 1] of the crop; z B×zdim; expression B×edim
+    normalised scalars (when config.edim > 0; None = neutral). Returns
+    B×3×S×S with the non-erased pixels equal to the input's.
+
+    The expression enters as an offset of the style w (every modulated conv
+    sees it) and as constant planes beside the landmark heat maps at the
+    bottom of the decoder, where the mouth and eyes are a pixel or two. Both
+    start at zero (`add_expression`), so a landmarks-only checkpoint grows
+    the conditions without forgetting what it learned.
     """
 
     IN_CH = 3 + 1 + 1 + 5
@@ -210,7 +222,10 @@ class Generator(nn.Module):
         for r in self.resolutions[:-1]:
             self.enc.append(nn.ModuleList([EqConv(ch[r], ch[r]), EqConv(ch[r], ch[r // 2], stride=2)]))
         b = c.bottom
-        self.mid = nn.ModuleList([EqConv(ch[b], ch[b]), ModConv(ch[b] + 5, ch[b], c.wdim)])
+        self.mid = nn.ModuleList([EqConv(ch[b], ch[b]), ModConv(ch[b] + 5 + c.edim, ch[b], c.wdim)])
+        if c.edim:
+            self.expr = EqLinear(c.edim, c.wdim)
+            nn.init.zeros_(self.expr.weight)
         self.dec = nn.ModuleList()  # at res r: up from r/2, modconv (+heat), skip add, modconv
         for r in reversed(self.resolutions[:-1]):
             self.dec.append(
@@ -218,11 +233,17 @@ class Generator(nn.Module):
             )
         self.to_rgb = ModConv(ch[c.size], 3, c.wdim, k=1, demod=False, act=False)
 
-    def forward(self, image, erase, pad, landmarks, z):
+    def forward(self, image, erase, pad, landmarks, z, expression=None):
         keep = 1.0 - erase
         image = image * keep  # privacy: nothing under the erase mask goes further
         c = self.config
         w = self.mapping(z)
+        planes = []
+        if c.edim:
+            if expression is None:
+                expression = z.new_zeros(len(z), c.edim)
+            w = w + self.expr(expression)
+            planes = [expression[:, :, None, None].expand(-1, -1, c.bottom, c.bottom)]
         x = torch.cat([image, erase, pad, heatmaps(landmarks, c.size, c.sigma)], 1)
         x = self.from_in(x)
         skips = []
@@ -231,7 +252,7 @@ class Generator(nn.Module):
             skips.append(x)
             x = down(x)
         x = self.mid[0](x)
-        x = self.mid[1](torch.cat([x, heatmaps(landmarks, c.bottom, max(c.sigma, 1.0 / c.bottom))], 1), w)
+        x = self.mid[1](torch.cat([x, heatmaps(landmarks, c.bottom, max(c.sigma, 1.0 / c.bottom))] + planes, 1), w)
         for (up_conv, conv), skip, res in zip(self.dec, reversed(skips), reversed(self.resolutions[:-1])):
             x = F.interpolate(x, scale_factor=2.0, mode="nearest")
             # at coarse resolutions a Gaussian is at least one pixel wide
@@ -263,8 +284,10 @@ class DBlock(nn.Module):
 class Discriminator(nn.Module):
     """Conditional residual discriminator with minibatch standard deviation.
 
-    forward(image, erase, pad, landmarks) → B logits. It sees the image
-    together with the erase and padding masks and the landmark heat maps.
+    forward(image, erase, pad, landmarks, expression=None) → B logits. It sees
+    the image together with the erase and padding masks, the landmark heat maps
+    and (config.edim > 0) the expression scalars as constant planes, so a face
+    that ignores its expression looks fake.
     """
 
     IN_CH = 3 + 1 + 1 + 5
@@ -276,15 +299,21 @@ class Discriminator(nn.Module):
         ch = c.d_channels
         self.resolutions = sorted(ch, reverse=True)
         assert self.resolutions[0] == c.size and self.resolutions[-1] == 4
-        self.from_in = EqConv(self.IN_CH, ch[c.size], k=1)
+        self.from_in = EqConv(self.IN_CH + c.edim, ch[c.size], k=1)
         self.blocks = nn.ModuleList(DBlock(ch[r], ch[r // 2]) for r in self.resolutions[:-1])
         self.mbstd_group = mbstd_group
         self.conv = EqConv(ch[4] + 1, ch[4])
         self.fc = EqLinear(ch[4] * 16, ch[4], act=True)
         self.out = EqLinear(ch[4], 1)
 
-    def inputs(self, image, erase, pad, landmarks) -> torch.Tensor:
-        return torch.cat([image, erase, pad, heatmaps(landmarks, self.config.size, self.config.sigma)], 1)
+    def inputs(self, image, erase, pad, landmarks, expression=None) -> torch.Tensor:
+        c = self.config
+        x = [image, erase, pad, heatmaps(landmarks, c.size, c.sigma)]
+        if c.edim:
+            if expression is None:
+                expression = image.new_zeros(len(image), c.edim)
+            x.append(expression[:, :, None, None].to(image.dtype).expand(-1, -1, c.size, c.size))
+        return torch.cat(x, 1)
 
     def forward_stacked(self, x: torch.Tensor) -> torch.Tensor:
         """Logits for an input already stacked by `inputs` (and augmented)."""
@@ -296,8 +325,8 @@ class Discriminator(nn.Module):
         x = self.fc(x.flatten(1))
         return self.out(x).squeeze(1)
 
-    def forward(self, image, erase, pad, landmarks) -> torch.Tensor:
-        return self.forward_stacked(self.inputs(image, erase, pad, landmarks))
+    def forward(self, image, erase, pad, landmarks, expression=None) -> torch.Tensor:
+        return self.forward_stacked(self.inputs(image, erase, pad, landmarks, expression))
 
     def _mbstd(self, x: torch.Tensor) -> torch.Tensor:
         b, c, h, w = x.shape
@@ -321,3 +350,35 @@ def get_config(name_or_dict) -> Config:
     if name_or_dict not in CONFIGS:
         raise ValueError(f"unknown config {name_or_dict!r}; choose from {sorted(CONFIGS)}")
     return CONFIGS[name_or_dict]
+
+
+def add_expression(config: Config, nets: dict, edim: int = EXPRESSION_DIM) -> tuple[Config, dict]:
+    """A landmarks-only checkpoint's (config, state dicts) grown to `edim`
+    expression conditions: the new input weights are zero, so the grown
+    models compute exactly what the old ones did until training moves them."""
+    if config.edim:
+        return config, nets
+    from dataclasses import replace
+
+    new = replace(config, edim=edim)
+    out = {}
+    for name, sd in nets.items():
+        sd = dict(sd)
+        if name in ("G", "G_ema"):
+            # ModConv mid.1: weight cout×cin×k×k scaled by 1/sqrt(cin·k²) at run time,
+            # affine w → cin. New input channels get zero weights; the old ones are
+            # rescaled so that weight·scale (what the conv uses) stays the same.
+            w = sd["mid.1.weight"]
+            cin = w.shape[1]
+            sd["mid.1.weight"] = torch.cat([w * math.sqrt((cin + edim) / cin), w.new_zeros(w.shape[0], edim, *w.shape[2:])], 1)
+            a = sd["mid.1.affine.weight"]  # cin×wdim
+            sd["mid.1.affine.weight"] = torch.cat([a, torch.randn(edim, a.shape[1], dtype=a.dtype)], 0)
+            sd["mid.1.affine.bias"] = torch.cat([sd["mid.1.affine.bias"], torch.ones(edim, dtype=a.dtype)])
+            sd["expr.weight"] = torch.zeros(new.wdim, edim, dtype=w.dtype)
+            sd["expr.bias"] = torch.zeros(new.wdim, dtype=w.dtype)
+        elif name == "D":
+            w = sd["from_in.weight"]  # EqConv 1×1: cout×cin×1×1, scale 1/sqrt(cin)
+            cin = w.shape[1]
+            sd["from_in.weight"] = torch.cat([w * math.sqrt((cin + edim) / cin), w.new_zeros(w.shape[0], edim, *w.shape[2:])], 1)
+        out[name] = sd
+    return new, out

@@ -18,6 +18,7 @@ This file holds only the leg's loop and its command line; the rooms:
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime as _dt
 import json
 import math
@@ -40,7 +41,7 @@ from .augment import diff_augment, shift_images
 from .evaluate import FIXED_SEED, _detector, evaluate, generate, reference, sample_grid, write_png
 from .logbook import LOG_HEADER, append_log
 from .loss import R1_INTERVAL, FaceGANLoss, projected_d
-from .model import CONFIGS, Config, Discriminator, Generator, get_config
+from .model import CONFIGS, EXPRESSION_DIM, Config, Discriminator, Generator, add_expression, get_config
 
 # Names other code and older scripts import from here.
 __all__ = [
@@ -77,6 +78,10 @@ def parse_args(argv):
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=2, help="CPU threads (cpu device)")
     p.add_argument("--compile", action="store_true", help="torch.compile G and D (cuda)")
+    p.add_argument("--expression", action="store_true",
+                   help="condition on expression (mouth, eyes, smile, brows; docs/expression.md): a new run "
+                        "starts with it, a landmarks-only run grows it with zero-initialised weights "
+                        "(the shards need `anonyface-train conditions DATA` first)")
     return p.parse_args(argv)
 
 
@@ -100,6 +105,14 @@ def main(argv=None) -> dict:
     config = Config.from_dict(ck["config"]) if ck else get_config(args.config)
     if ck and args.config != config.name:
         print(f"[train] resuming a '{config.name}' run; --config {args.config} ignored", file=sys.stderr)
+    if args.expression and not config.edim:
+        if ck:
+            config, grown = add_expression(config, ck["nets"])
+            ck = {**ck, "nets": {**ck["nets"], **grown}, "opts": None, "config": config.to_dict()}
+            print(f"[train] grew the '{config.name}' run to {config.edim} expression conditions "
+                  "(zero-initialised; Adam restarts)", flush=True)
+        else:
+            config = dataclasses.replace(config, edim=EXPRESSION_DIM)
     hp = dict(ck["hparams"]) if ck else {
         "batch": config.batch, "lr": config.lr, "l1": config.l1_weight, "perc": config.perc_weight,
         "adv": config.adv_weight, "r1": config.r1_gamma, "ema_kimg": config.ema_kimg,
@@ -126,6 +139,9 @@ def main(argv=None) -> dict:
     val_set, _ = load_split(args.data, "val")
     train = Data(train_set, config.size, device)
     val = Data(val_set, config.size, device) if val_set is not None and len(val_set) else None
+    if config.edim and not train.has_expression:
+        raise SystemExit(f"the shards in {args.data} have no expression conditions: "
+                         f"run `anonyface-train conditions {args.data}` first")
     del train_set, val_set
     print(f"[train] data: {len(train)} train, {len(val) if val else 0} val crops at {config.size}px "
           f"({time.time() - t0:.1f} s)", flush=True)
@@ -263,16 +279,17 @@ def main(argv=None) -> dict:
         if time.time() >= deadline and step > leg_step0:
             break  # every leg takes at least one step, however short its budget
         idx = torch.randint(len(train), (batch,), generator=data_gen)
-        image, erase, pad, lm = train.batch(idx, data_gen, augment=True)
+        image, erase, pad, lm, ex = train.batch(idx, data_gen, augment=True)
+        ex = ex if config.edim else None
         z = torch.randn(batch, config.zdim, generator=data_gen).to(device)
         image = image.contiguous(memory_format=torch.channels_last)
 
         # -- generator step, then D's (and P's) on the same fake, detached
         opt_g.zero_grad(set_to_none=True)
-        fake, parts = loss.generator(image, erase, pad, lm, z)
+        fake, parts = loss.generator(image, erase, pad, lm, z, ex)
         opt_g.step()
         opt_d.zero_grad(set_to_none=True)
-        d_parts = loss.discriminator(fake, image, erase, pad, lm, step)
+        d_parts = loss.discriminator(fake, image, erase, pad, lm, step, ex)
         if hp["adv"] > 0:
             opt_d.step()
         if d_parts["r1"] is not None:
@@ -318,9 +335,9 @@ def main(argv=None) -> dict:
         k = min(8, len(val))
         gen = torch.Generator().manual_seed(FIXED_SEED)
         z = torch.randn(k, config.zdim, generator=gen).to(device)
-        image, erase, pad, lm = val.batch(torch.arange(k))
+        image, erase, pad, lm, ex = val.batch(torch.arange(k))
         with torch.no_grad():
-            fake = G_ema(image, erase, pad, lm, z)
+            fake = G_ema(image, erase, pad, lm, z, ex if config.edim else None)
         write_png(run / "samples.png", sample_grid(image, erase, fake))
     metrics = evaluate(G_ema, val, n_eval, ref, featnet, device, detector) if ref is not None else {}
     if metrics:
