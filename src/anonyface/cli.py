@@ -314,6 +314,10 @@ def main(argv: list[str] | None = None) -> int:
         from .live import main as live_main
 
         return live_main(argv[1:])
+    if argv and argv[0] == "serve":  # `anonyface serve`: the web page and the HTTP API
+        from .web.serve import main as serve_main
+
+        return serve_main(argv[1:])
     parser = build_parser()
     args = parser.parse_args(argv)
     settings = cover_settings(args, parser)
