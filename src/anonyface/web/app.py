@@ -26,8 +26,7 @@ from starlette.applications import Starlette
 from starlette.datastructures import UploadFile
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
-from starlette.routing import Mount, Route
-from starlette.staticfiles import StaticFiles
+from starlette.routing import Route
 
 from .. import __version__
 from ..media import ImageError
@@ -40,6 +39,7 @@ from .openapi import docs_page, openapi_spec
 from .options import OptionError, parse_options, with_frame_limit
 
 CHUNK = 1 << 20
+STATIC_TYPES = {".html": "text/html; charset=utf-8", ".js": "text/javascript; charset=utf-8", ".css": "text/css; charset=utf-8"}
 
 #: The page loads nothing from anywhere but this server (no CDN, no font, no analytics),
 #: and talks to nothing else: enforced by the browser.
@@ -174,6 +174,7 @@ class Server:
     async def wait(self, job: Job, request: Request):
         """The job's result; cancels it when the client goes away meanwhile."""
         fut = asyncio.wrap_future(job.future)
+        fut.add_done_callback(_consume)  # a job cancelled here still ends, with nobody waiting
         while True:
             done, _ = await asyncio.wait({fut}, timeout=0.25)
             if done:
@@ -181,6 +182,12 @@ class Server:
             if await request.is_disconnected():
                 job.cancel.set()
                 raise Cancelled("the client went away")
+
+
+def _consume(fut: asyncio.Future) -> None:
+    """Retrieve the outcome of work nobody waits for any more (a cancelled job's)."""
+    if not fut.cancelled():
+        fut.exception()
 
 
 def _hostname(host: str) -> str:
@@ -313,6 +320,7 @@ def create_app(config: ServerConfig | None = None, models: Models | None = None)
             return
         yield _event("queued", {"waiting": server.pool.waiting, "kind": upload.kind, "file": upload.name})
         done = asyncio.wrap_future(job.future)
+        done.add_done_callback(_consume)
         while not done.done():
             getter = asyncio.ensure_future(updates.get())
             finished, _ = await asyncio.wait({getter, done}, timeout=1.0, return_when=asyncio.FIRST_COMPLETED)
@@ -373,12 +381,21 @@ def create_app(config: ServerConfig | None = None, models: Models | None = None)
         return JSONResponse(openapi_spec(config))
 
     async def docs(request: Request) -> Response:
-        return HTMLResponse(docs_page(openapi_spec(config)))
+        return HTMLResponse(docs_page(openapi_spec(config)), headers=PAGE_HEADERS)
 
     static = Path(str(resources.files("anonyface") / "web" / "static"))
 
+    assets = {f.name: f.read_bytes() for f in static.iterdir() if f.suffix in STATIC_TYPES}
+
     async def page(request: Request) -> Response:
-        return HTMLResponse((static / "index.html").read_text(), headers={"Cache-Control": "no-store", **PAGE_HEADERS})
+        return Response(assets["index.html"], media_type="text/html; charset=utf-8",
+                        headers={"Cache-Control": "no-store", **PAGE_HEADERS})
+
+    async def asset(request: Request) -> Response:
+        name = request.path_params["name"]
+        if name not in assets:
+            return error_response(404, "no such file")
+        return Response(assets[name], media_type=STATIC_TYPES[Path(name).suffix], headers=PAGE_HEADERS)
 
     @contextlib.asynccontextmanager
     async def lifespan(app):
@@ -394,7 +411,7 @@ def create_app(config: ServerConfig | None = None, models: Models | None = None)
             Route("/v1/health", health, methods=["GET"]),
             Route("/openapi.json", openapi),
             Route("/docs", docs),
-            Mount("/static", StaticFiles(directory=static), name="static"),
+            Route("/static/{name}", asset),
         ],
         lifespan=lifespan,
     )
