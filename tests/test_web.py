@@ -247,7 +247,7 @@ def test_openapi_matches_routes_and_cli_options(client):
     from anonyface.web.options import form_actions, field_name, parse_options
 
     spec = client.get("/openapi.json").json()
-    assert spec["openapi"].startswith("3.") and set(spec["paths"]) == {"/v1/anonymize", "/v1/detect", "/v1/results/{key}", "/v1/health"}
+    assert spec["openapi"].startswith("3.") and set(spec["paths"]) == {"/v1/anonymize", "/v1/detect", "/v1/results/{key}", "/v1/live", "/v1/health"}
     fields = spec["paths"]["/v1/anonymize"]["post"]["requestBody"]["content"]["multipart/form-data"]["schema"]["properties"]
     assert {"file", "method", "threshold", "mask_scale", "blocks", "no_audit", "keep_metadata", "crf"} <= set(fields)
     assert fields["method"]["enum"] == ["synth", "blur", "pixelate", "solid"] and fields["mask_scale"]["default"] == 1.3
@@ -276,3 +276,22 @@ def test_serve_command_warns_off_localhost():
     helped = subprocess.run([sys.executable, "-m", "anonyface", "serve", "--help"], capture_output=True, text=True,
                             env={"PYTHONPATH": str(ROOT / "src"), "PATH": "/usr/bin:/bin"})
     assert helped.returncode == 0 and "--token" in helped.stdout and "127.0.0.1" in helped.stdout
+
+
+def test_live_frames_are_tracked_and_covered(client, web_server, astronaut):
+    """The webcam tab's endpoint: frames of one session share a tracker; the face is covered."""
+    buf = io.BytesIO()
+    Image.fromarray(astronaut).save(buf, "JPEG", quality=90)
+    frame = buf.getvalue()
+    query = {"session": "test-camera-1", "method": "pixelate", "seed": "3"}
+    answers = [client.post("/v1/live", params=query, content=frame, headers={"content-type": "image/jpeg"}) for _ in range(3)]
+    assert [r.status_code for r in answers] == [200] * 3, answers[0].text
+    assert all(r.headers["content-type"] == "image/jpeg" and r.headers["x-anonyface-faces"] == "1" for r in answers)
+    out = np.asarray(Image.open(io.BytesIO(answers[-1].content)).convert("RGB"), np.float32)
+    x1, y1, x2, y2 = 177, 60, 270, 181  # the astronaut's face
+    assert np.abs(out[y1:y2, x1:x2] - astronaut[y1:y2, x1:x2].astype(np.float32)).mean() > 10
+    assert client.get("/v1/health").json()["live_sessions"] == 1
+    assert client.post("/v1/live", params={"session": "x"}, content=frame).status_code == 400
+    assert client.post("/v1/live", params={"session": "test-camera-2"}, content=b"nope").status_code == 415
+    assert client.delete("/v1/live", params={"session": "test-camera-1"}).json() == {"ended": True}
+    assert client.get("/v1/health").json()["live_sessions"] == 0

@@ -29,11 +29,11 @@ from starlette.responses import HTMLResponse, JSONResponse, Response, StreamingR
 from starlette.routing import Route
 
 from .. import __version__
-from ..media import ImageError
+from ..media import ImageError, sniff
 from ..video import VideoError
 from .jobs import (
-    Busy, Cancelled, Job, Models, NotMedia, Output, ResultStore, ServerConfig, Upload, WorkerPool, classify, friendly,
-    run_anonymize, run_detect,
+    Busy, Cancelled, Job, LiveSession, LiveSessions, Models, NotMedia, Output, ResultStore, ServerConfig, Upload,
+    WorkerPool, classify, friendly, run_anonymize, run_detect,
 )
 from .openapi import docs_page, openapi_spec
 from .options import OptionError, parse_options, with_frame_limit
@@ -92,6 +92,7 @@ class Server:
         self.jobs_dir = self.root / "jobs"
         self.jobs_dir.mkdir()
         self.results = ResultStore(self.root / "results", config.result_ttl)
+        self.live = LiveSessions()
         self.started = time.time()
 
     def close(self) -> None:
@@ -356,6 +357,31 @@ def create_app(config: ServerConfig | None = None, models: Models | None = None)
         job.future = server.pool.submit(run_detect, server.models, upload, opts.threshold, config.max_pixels)
         return JSONResponse(await server.wait(job, request))
 
+    async def live(request: Request) -> Response:
+        return await guarded(request, _live)
+
+    async def _live(request: Request, job: Job) -> Response:
+        """One camera frame (a JPEG or PNG body) of session `session`, covered; the
+        session's options are its first frame's query string."""
+        fields = dict(request.query_params)
+        key = fields.pop("session", "")
+        if not 8 <= len(key) <= 64:
+            raise HTTPError(400, "give the camera a session id (?session=..., 8 to 64 characters)")
+        if request.method == "DELETE":
+            return JSONResponse({"ended": server.live.end(key)})
+        body = await Request(request.scope, _limited(request.receive, 16 << 20)).body()
+        if sniff(body[:16]) != "image":
+            raise NotMedia("a camera frame must be a JPEG, PNG or WebP image")
+
+        def make() -> LiveSession:
+            opts = parse_options(fields)
+            return LiveSession(server.models.anonymizer(opts, config.max_pixels), opts)
+
+        session = server.live.get(key, make)
+        job.future = server.pool.submit(session.frame, body, config.max_pixels)
+        data, faces = await server.wait(job, request)
+        return Response(data, media_type="image/jpeg", headers={"X-Anonyface-Faces": str(faces), "Cache-Control": "no-store"})
+
     async def result(request: Request) -> Response:
         try:
             server.check_access(request)
@@ -372,7 +398,7 @@ def create_app(config: ServerConfig | None = None, models: Models | None = None)
             "status": "ok", "version": __version__, "methods": server.models.methods,
             "workers": config.workers, "active": server.pool.active, "waiting": server.pool.waiting,
             "done": server.pool.done, "uptime_s": round(time.time() - server.started, 1),
-            "token_required": bool(config.token),
+            "token_required": bool(config.token), "live_sessions": len(server.live),
             "limits": {"max_upload_bytes": config.max_upload_bytes, "max_pixels": config.max_pixels,
                        "max_frame_pixels": config.max_frame_pixels, "queue": config.queue},
         })
@@ -408,6 +434,7 @@ def create_app(config: ServerConfig | None = None, models: Models | None = None)
             Route("/v1/anonymize", anonymize, methods=["POST"]),
             Route("/v1/detect", detect, methods=["POST"]),
             Route("/v1/results/{key}", result, methods=["GET"]),
+            Route("/v1/live", live, methods=["POST", "DELETE"]),
             Route("/v1/health", health, methods=["GET"]),
             Route("/openapi.json", openapi),
             Route("/docs", docs),

@@ -24,7 +24,7 @@ from ..audit import FaceAudit
 from ..detection import Face, FaceDetector
 from ..files import FileOptions, FileResult, process_file
 from ..generator import FaceGenerator, GeneratorUnavailable
-from ..media import DEFAULT_MAX_PIXELS, read_image, sniff
+from ..media import read_image, sniff
 from ..video import DEFAULT_MAX_FRAME_PIXELS, VIDEO_EXTENSIONS
 from .options import JobOptions, OptionError
 
@@ -296,6 +296,60 @@ class ResultStore:
             gone = [self._items.pop(k) for k in old]
         for item in gone:
             item.output.path.unlink(missing_ok=True)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+
+class LiveSession:
+    """One browser camera: its frames go through one `FrameProcessor`, as in `anonyface
+    live`, so that faces are tracked between frames (kept covered for a few detection
+    passes when the detector misses them) and keep one fake identity."""
+
+    def __init__(self, anon: Anonymizer, opts: JobOptions) -> None:
+        from ..video import FrameProcessor
+
+        self.proc = FrameProcessor(anon, opts.files.video)
+        self.quality = min(opts.files.quality, 90)
+        self.started = self.used = time.monotonic()
+        self.lock = threading.Lock()  # one frame at a time, in order
+
+    def frame(self, data: bytes, max_pixels: int) -> tuple[bytes, int]:
+        import io
+
+        picture = read_image(data, max_pixels)
+        with self.lock:
+            self.used = time.monotonic()
+            tracked, _ = self.proc.track(picture.rgb, self.used - self.started)
+            out = self.proc.cover(picture.rgb, tracked)
+        buf = io.BytesIO()
+        Image.fromarray(out).save(buf, "JPEG", quality=self.quality)  # pixels only: no metadata
+        return buf.getvalue(), len(tracked)
+
+
+class LiveSessions:
+    """At most `limit` cameras at once; one idle for `idle` seconds is ended."""
+
+    def __init__(self, limit: int = 4, idle: float = 30.0) -> None:
+        self.limit, self.idle = limit, idle
+        self._items: dict[str, LiveSession] = {}
+        self._lock = threading.Lock()
+
+    def get(self, key: str, make: Callable[[], LiveSession]) -> LiveSession:
+        now = time.monotonic()
+        with self._lock:
+            for k in [k for k, s in self._items.items() if now - s.used > self.idle]:
+                del self._items[k]
+            session = self._items.get(key)
+            if session is None:
+                if len(self._items) >= self.limit:
+                    raise Busy(f"{self.limit} cameras are already live on this server; stop one first")
+                session = self._items[key] = make()
+            return session
+
+    def end(self, key: str) -> bool:
+        with self._lock:
+            return self._items.pop(key, None) is not None
 
     def __len__(self) -> int:
         return len(self._items)

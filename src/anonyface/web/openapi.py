@@ -99,6 +99,26 @@ def openapi_spec(config: ServerConfig) -> dict:
                 "responses": {"200": {"description": "the anonymized file"},
                               "404": _err(f"unknown, already fetched, or older than {config.result_ttl / 60:g} minutes")},
             }},
+            "/v1/live": {
+                "post": {
+                    "summary": "One frame of a browser camera, anonymized (the page's Webcam tab)",
+                    "description": "The body is one JPEG, PNG or WebP frame; the answer is the frame as JPEG with every "
+                                   "face covered, header `X-Anonyface-Faces`. Frames of one `session` go through one "
+                                   "tracker, as in `anonyface live`: faces are followed between frames and keep one fake "
+                                   "identity. The options (query string, as for /v1/anonymize) are the first frame's. At "
+                                   "most 4 sessions; one idle for 30 s ends.",
+                    "parameters": [{"name": "session", "in": "query", "required": True,
+                                    "schema": {"type": "string", "minLength": 8, "maxLength": 64}},
+                                   *({"name": k, "in": "query", "required": False, "schema": v} for k, v in fields.items())],
+                    "requestBody": {"required": True, "content": {"image/jpeg": {}, "image/png": {}, "image/webp": {}}},
+                    "responses": {"200": {"description": "the covered frame", "content": {"image/jpeg": {}}}, **errors},
+                },
+                "delete": {
+                    "summary": "End a camera session",
+                    "parameters": [{"name": "session", "in": "query", "required": True, "schema": {"type": "string"}}],
+                    "responses": {"200": {"description": "{ended: bool}"}},
+                },
+            },
             "/v1/health": {"get": {
                 "summary": "Status, methods available, workers, limits",
                 "security": [],
@@ -126,9 +146,9 @@ def docs_page(spec: dict) -> str:
             out.append(f"<section><h2><code>{verb.upper()} {e(path)}</code></h2><p><b>{e(op['summary'])}</b></p>")
             if op.get("description"):
                 out.append(f"<p>{e(op['description'])}</p>")
-            body = op.get("requestBody")
-            if body:
-                props = body["content"]["multipart/form-data"]["schema"]["properties"]
+            form = op.get("requestBody", {}).get("content", {}).get("multipart/form-data")
+            props = form["schema"]["properties"] if form else {p["name"]: p["schema"] for p in op.get("parameters", [])}
+            if props:
                 out.append("<table><tr><th>field</th><th>type</th><th>default</th><th>what it does</th></tr>")
                 for name, s in props.items():
                     kind = s.get("type", "") + (f" ({' | '.join(map(str, s['enum']))})" if "enum" in s else "")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import secrets
+import socket
 import sys
 
 from .. import __version__
@@ -63,11 +64,20 @@ def main(argv: list[str] | None = None) -> int:
         )
     except ValueError as e:
         parser.error(str(e))
+    port = args.port or _free_port(args.host)
     print("anonyface serve: loading the models...", file=sys.stderr)
     app = create_app(config)
     shown = "localhost" if local else args.host
     fragment = f"#token={token}" if token else ""
-    print(f"anonyface serve: open http://{shown}:{args.port}/{fragment} in a browser "
+    print(f"anonyface serve: open http://{shown}:{port}/{fragment} in a browser "
           f"(API docs: /docs); Ctrl-C stops", file=sys.stderr)
-    uvicorn.run(app, host=args.host, port=args.port, log_level="warning", server_header=False)
+    uvicorn.run(app, host=args.host, port=port, log_level="warning", server_header=False)
     return 0
+
+
+def _free_port(host: str) -> int:
+    """--port 0: a free port, chosen here so that the address printed is the real one."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family) as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]

@@ -299,7 +299,7 @@ function wire() {
       if (e.key === "ArrowRight" || e.key === "ArrowLeft") select(tabs[(tabs.indexOf(t) + 1) % tabs.length]);
     });
   }
-  if (window.Camera) Camera.wire();
+  if (typeof Camera !== "undefined") Camera.wire();
 }
 
 loadToken();
