@@ -46,13 +46,14 @@ def main() -> int:
     try:
         with sync_playwright() as p:
             browser = p.chromium.launch(executable_path=chromium, args=FLAGS)
-            page = browser.new_page(viewport={"width": 1280, "height": 1010})
+            page = browser.new_page(viewport={"width": 1280, "height": 1080})
             page.goto(f"http://127.0.0.1:{port}/")
             page.check(f'input[name="method"][value="{args.method}"]')
             page.set_input_files("#pick", str(SAMPLE))
             page.locator(".item.done").wait_for(timeout=120_000)
             page.locator(".item.done .slider").fill(str(args.slider))
             page.locator(".item.done .slider").dispatch_event("input")
+            page.evaluate("document.activeElement.blur()")
             page.wait_for_timeout(300)
             page.screenshot(path=args.out, type="jpeg", quality=82)
             browser.close()

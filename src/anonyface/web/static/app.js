@@ -206,7 +206,11 @@ function showResult(item, report, isVideo) {
     before.onerror = () => { before.hidden = true; $(".slider-label", li).hidden = true; toggle.hidden = true; };
     $("img.after", li).src = item.url;
     const slider = $(".slider", li);
-    const apply = () => { before.style.clipPath = `inset(0 ${100 - slider.value}% 0 0)`; };
+    const stage = $(".stage", li);
+    const apply = () => {
+      before.style.clipPath = `inset(0 ${100 - slider.value}% 0 0)`;
+      stage.style.setProperty("--split", `${slider.value}%`);
+    };
     slider.addEventListener("input", apply);
     apply();
     toggle.addEventListener("click", () => {
