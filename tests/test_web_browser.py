@@ -189,3 +189,21 @@ def test_webcam_tab_shows_only_anonymized_frames(browser, web_server):
     page.wait_for_function("() => document.querySelector('#cam-status').textContent === 'Stopped'")
     context.close()
     web_server.wait_idle()
+
+
+def test_drag_and_drop(page, astronaut):
+    """A photo dropped on the drop zone (a real drop event carrying a File)."""
+    buf = io.BytesIO()
+    Image.fromarray(astronaut).save(buf, "PNG")
+    page.evaluate("""([bytes]) => {
+        const dt = new DataTransfer();
+        dt.items.add(new File([new Uint8Array(bytes)], "dropped.png", { type: "image/png" }));
+        const zone = document.querySelector("#drop");
+        zone.dispatchEvent(new DragEvent("dragover", { dataTransfer: dt, bubbles: true, cancelable: true }));
+        zone.dispatchEvent(new DragEvent("drop", { dataTransfer: dt, bubbles: true, cancelable: true }));
+    }""", [list(buf.getvalue())])
+    item = page.locator(".item.done")
+    item.wait_for(timeout=60_000)
+    assert item.locator(".name").inner_text() == "dropped.png"
+    assert item.locator(".status").inner_text() == "1 face covered"
+    assert item.locator("a.download").get_attribute("download") == "dropped_anonymized.png"
