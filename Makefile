@@ -5,14 +5,25 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN     = $(VENV)/bin
 
-.PHONY: demo test bench clean gpu-pack gpu-leg
+.PHONY: demo test bench clean gpu-pack gpu-leg chromium
 
 demo: $(VENV)/.installed
 	$(BIN)/anonyface src/anonyface/samples/group.jpg -o out/group_anonymized.jpg
 	@echo "Anonymized sample written to out/group_anonymized.jpg"
+	@echo "The web page: $(BIN)/pip install -e '.[web]' && $(BIN)/anonyface serve   (then open http://localhost:8000/)"
 
-test: $(VENV)/.test-installed
+test: $(VENV)/.test-installed chromium
 	$(BIN)/python -m pytest -q
+
+# The browser tests drive Debian's chromium (tests/test_web_browser.py). Installed here
+# when missing and we are root with apt; otherwise those tests skip and say why.
+chromium:
+	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || \
+	  { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && \
+	    { echo "installing chromium for the browser tests (apt-get)"; \
+	      DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null 2>&1 || \
+	      { apt-get update -qq >/dev/null 2>&1 && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null 2>&1; }; }; } || \
+	  echo "chromium could not be installed: the browser tests will be skipped"
 
 bench: $(VENV)/.test-installed
 	$(BIN)/python benchmarks/bench_vs_deface.py

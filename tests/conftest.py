@@ -41,3 +41,16 @@ def shared_eval() -> Path:
     if not path.is_dir():
         pytest.skip("../shared/data/eval is not present")
     return path
+
+
+@pytest.fixture(scope="session")
+def web_server(anonymizer, tmp_path_factory):
+    """`anonyface serve`'s app on a free localhost port (tests/webserver.py), sharing the
+    suite's loaded models; small limits so that the 4xx cases are cheap to make."""
+    pytest.importorskip("starlette")
+    pytest.importorskip("uvicorn")
+    import webserver
+
+    server = webserver.start(anonymizer, tmp_path_factory.mktemp("web"), max_upload_bytes=8 << 20, max_pixels=4_000_000)
+    yield server
+    server.stop()

@@ -28,6 +28,8 @@ NOT_RUN = {
     "anonyface-eval": "needs ../shared/data (tests never use it)",
     "anonyface-train": "torch, ../shared/data and an hour of training",
     "make gpu-pack": "packs the built training data (data/faces, from ../shared/data) for a GPU leg",
+    "anonyface serve": "a server that runs until stopped (tests/test_web.py starts its app and checks the command)",
+    "pip install -e '.[web]'": "installs packages",
 }
 
 

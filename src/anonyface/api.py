@@ -15,6 +15,7 @@ from .audit import FaceAudit
 from .detection import DEFAULT_THRESHOLD, Face, FaceDetector
 from .files import FileOptions, FileResult
 from .files import process_file as _process_file
+from .generator import FaceGenerator
 from .generator import default_model_path as generator_path
 from .media import DEFAULT_MAX_PIXELS, Picture, to_pil, to_rgb
 
@@ -51,7 +52,7 @@ class Anonymizer:
         method: str = DEFAULT_METHOD,
         threshold: float = DEFAULT_THRESHOLD,
         seed: int | None = None,
-        generator: str | os.PathLike | None = None,
+        generator: str | os.PathLike | FaceGenerator | None = None,
         detector: FaceDetector | None = None,
         max_pixels: int = DEFAULT_MAX_PIXELS,
         settings: CoverSettings | None = None,
@@ -87,7 +88,9 @@ class Anonymizer:
             if method == "synth":
                 from .generator import FaceGenerator, SynthCover
 
-                self._strategies[method] = SynthCover(FaceGenerator(self._generator_model), self.settings, self.seed)
+                gen = self._generator_model
+                gen = gen if isinstance(gen, FaceGenerator) else FaceGenerator(gen)  # a loaded one is shared
+                self._strategies[method] = SynthCover(gen, self.settings, self.seed)
             else:
                 self._strategies[method] = ClassicCover(method, self.settings)
         self.strategy = self._strategies[method]

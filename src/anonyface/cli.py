@@ -44,6 +44,8 @@ video: a truncated or damaged video fails (--allow-partial keeps what decodes);
   frames over 4096x2160 need --max-pixels; without a terminal, progress is a
   line every 10 s. SIGTERM is Ctrl-C: the file in progress is not written.
 
+a web page and HTTP API on this machine: anonyface serve (pip install "anonyface[web]").
+
 exit status: 0 all files done, 1 some file failed, 2 bad usage.
 
 examples:
@@ -314,6 +316,10 @@ def main(argv: list[str] | None = None) -> int:
         from .live import main as live_main
 
         return live_main(argv[1:])
+    if argv and argv[0] == "serve":  # `anonyface serve`: the web page and the HTTP API
+        from .web.serve import main as serve_main
+
+        return serve_main(argv[1:])
     parser = build_parser()
     args = parser.parse_args(argv)
     settings = cover_settings(args, parser)

@@ -113,6 +113,9 @@ class VideoOptions(TrackingOptions):
     progress: bool = True
     allow_partial: bool = False  # a truncated or damaged input: keep what decodes, with a warning
     max_pixels: int = DEFAULT_MAX_FRAME_PIXELS  # per frame
+    #: Called with (frames written, frames expected or None) after every frame (the web
+    #: page's progress bar); an exception raised in it stops the job, and nothing is written.
+    on_progress: Callable[[int, int | None], None] | None = field(default=None, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -407,6 +410,23 @@ def progress_bar(name: str, total: int | None):
 
         return tqdm(total=total, unit="frame", file=sys.stderr, dynamic_ncols=True, desc=name, leave=False)
     return ProgressLines(name, total)
+
+
+class ProgressCallback:
+    """A progress bar that calls `VideoOptions.on_progress`, and another bar as well."""
+
+    def __init__(self, callback: Callable[[int, int | None], None], total: int | None, bar=None) -> None:
+        self.callback, self.total, self.bar, self.n = callback, total, bar, 0
+
+    def update(self, n: int = 1) -> None:
+        self.n += n
+        if self.bar is not None:
+            self.bar.update(n)
+        self.callback(self.n, self.total)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
 
 
 class ProgressLines:
@@ -729,6 +749,8 @@ def process_video(
     s = _open_source(src, opts)
     out = AtomicPath(dst)
     bar = progress_bar(src.name, s.total) if opts.progress else None
+    if opts.on_progress is not None:
+        bar = ProgressCallback(opts.on_progress, s.total, bar)
     depth = queue_depth(s.video.codec_context.width, s.video.codec_context.height)
     reader = Producer(_demux(s, bool(opts.start), opts.allow_partial), maxsize=depth).start()
     job = _VideoJob(anonymizer, s, out.tmp, dst.suffix, opts, on_frame, bar)
