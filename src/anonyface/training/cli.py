@@ -1,6 +1,7 @@
 """`anonyface-train`: build the data set, train the generator in legs, export it.
 
     anonyface-train dataset ../shared/data/train data/faces
+    anonyface-train conditions data/faces      (add the expression conditions to existing shards)
     anonyface-train train --data data/faces --run runs/cpu --minutes 60 --config cpu --log training/LOG.md
     anonyface-train export runs/cpu/checkpoint.pt src/anonyface/models/generator.onnx
     anonyface-train leg pack --tier quality      (then on a GPU: make gpu-leg; docs/generator.md)
@@ -16,6 +17,7 @@ COMMANDS = {
     "export": "anonyface.training.export",
     "leg": "anonyface.training.leg",
     "evaluate": "anonyface.training.evaluate",
+    "conditions": "anonyface.training.conditions",
 }
 
 

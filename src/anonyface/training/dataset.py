@@ -58,13 +58,16 @@ import cv2
 import numpy as np
 
 from ..detection import Face, FaceDetector, model_path
+from ..expression import ExpressionMeter, expression_meter
 from ..geometry import CROP_GROW, GEN_SIZE, Box, crop_face, erase_box
 from .shards import write_shard
 
 #: Bump when the builder's output for the same input changes.
 #: 2: context subsets (webfaces/) give every listed face of a photo, in their own
 #:    validation split `webval`; the other subsets' order and crops are unchanged.
-BUILDER_VERSION = 2
+#: 3: every crop's expression conditions (`expression`, docs/expression.md); crops and
+#:    order unchanged, shards cut a little earlier (the new field's bytes).
+BUILDER_VERSION = 3
 
 IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
 
@@ -454,11 +457,13 @@ class _ShardWriter:
     push it past `limit` bytes (the JPEGs are sized exactly, the rest estimated
     generously)."""
 
-    PER_CROP = 8 + 40 + 16 + 8 + 8 + 4  # offsets, landmarks, face_box, erase, valid, score
+    PER_CROP = 8 + 40 + 20 + 16 + 8 + 8 + 4  # offsets, landmarks, expression, face_box, erase, valid, score
     OVERHEAD = 8 * 1024  # npz / npy headers
 
-    def __init__(self, out: Path, split: str, limit: int):
+    def __init__(self, out: Path, split: str, limit: int, meter: ExpressionMeter | None = None):
         self.out, self.split, self.limit = out, split, limit
+        self.meter = meter
+        self.neutral = 0  # crops whose expression could not be measured
         self.images: list[np.ndarray] = []
         self.meta: dict[str, list] = defaultdict(list)
         self.jpeg_bytes = 0
@@ -482,6 +487,14 @@ class _ShardWriter:
         self.max_chars = chars
         m = self.meta
         m["landmarks"].append(s.landmarks)
+        if self.meter is not None:
+            # Measured on the crop as stored (decoded JPEG, crop coordinates): the same
+            # input `anonyface-train conditions` sees, so both give the same numbers.
+            stored = cv2.imdecode(buf, cv2.IMREAD_COLOR)[..., ::-1]
+            face = Face(tuple(s.face_box), s.landmarks, s.score)
+            row = self.meter.measure(np.ascontiguousarray(stored), [face])[0]
+            self.neutral += int(not row.any())
+            m["expression"].append(row)
         m["face_box"].append(s.face_box)
         m["erase"].append(s.erase)
         m["valid"].append(s.valid)
@@ -500,6 +513,20 @@ class _ShardWriter:
              "sha256": _file_sha256(path)}
         )
         self.images, self.meta, self.jpeg_bytes, self.max_chars = [], defaultdict(list), 0, 0
+
+
+def expression_summary(model: Path, crops: int, neutral: int) -> dict:
+    """The manifest's record of how the `expression` fields were measured."""
+    from ..expression import EXPRESSION_NAMES, RAW_MEAN, RAW_STD
+
+    return {
+        "names": list(EXPRESSION_NAMES),
+        "model_sha256": _file_sha256(model),
+        "raw_mean": [round(float(v), 6) for v in RAW_MEAN],
+        "raw_std": [round(float(v), 6) for v in RAW_STD],
+        "crops": crops,
+        "neutral": neutral,
+    }
 
 
 # -- the build ------------------------------------------------------------------------
@@ -526,6 +553,7 @@ def build_dataset(
     progress: bool = True,
     detector: FaceDetector | None = None,
     det_cache: Path | str | None = "default",
+    meter: ExpressionMeter | None | str = "default",
 ) -> dict:
     """Build the shards of `src`'s photos in `out`; returns (and writes) the manifest.
 
@@ -533,7 +561,9 @@ def build_dataset(
     `seed`, so every shard holds a mix of all subsets; `limit` takes the first
     N photos of that order. `shard_mb` is in 10⁶ bytes. A ready `detector`
     (tests) replaces the bundled one. `det_cache` is the detection cache
-    (`DetectionCache`; default `out/detections.jsonl`, None for none).
+    (`DetectionCache`; default `out/detections.jsonl`, None for none). `meter` measures
+    each crop's expression conditions (default: the bundled face mesh; None: shards
+    without the `expression` field, which `anonyface-train conditions` can add later).
     """
     src, out = Path(src), Path(out)
     if not src.is_dir():
@@ -569,7 +599,9 @@ def build_dataset(
         return made[0]
 
     limit_bytes = int(shard_mb * 1e6)
-    writers = {s: _ShardWriter(out, s, limit_bytes) for s in SPLITS}
+    if meter == "default":
+        meter = expression_meter()
+    writers = {s: _ShardWriter(out, s, limit_bytes, meter) for s in SPLITS}
     per_subset: dict[str, dict] = defaultdict(lambda: {"photos": 0, "faces": 0, "kept": 0, "train": 0, "val": 0,
                                                       "webval": 0, "dropped": Counter()})
     identities: dict[str, dict[str, set]] = defaultdict(lambda: {s: set() for s in SPLITS})
@@ -699,6 +731,8 @@ def build_dataset(
         "dropped": {r: drops[r] for r in DROP_REASONS if drops[r]},
         "subsets": subsets,
         "shards": [sh for s in SPLITS for sh in writers[s].shards],
+        "expression": None if meter is None else expression_summary(
+            meter.path, totals["kept"], sum(w.neutral for w in writers.values())),
     }
     with open(out / "dropped.tsv", "w", encoding="utf-8") as f:
         f.write("source\treason\n")

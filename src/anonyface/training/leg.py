@@ -103,9 +103,9 @@ def _shard_index(paths: list[str]) -> list[tuple[str, int]]:
 def copy_crops(picks: list[tuple[str, int, int]], dst: Path) -> int:
     """Write one shard holding crops [a, b) of each listed shard, JPEG bytes copied
     unchanged (no re-encoding). Returns the number of crops."""
-    from .shards import FIELDS
+    from .shards import FIELDS, OPTIONAL_FIELDS
 
-    jpegs, offsets, meta = [], [0], {k: [] for k in FIELDS}
+    jpegs, offsets, meta = [], [0], {k: [] for k in (*FIELDS, *OPTIONAL_FIELDS)}
     for path, a, b in picks:
         with np.load(path, allow_pickle=False) as z:
             off, jpeg = z["offsets"], z["jpeg"]
@@ -113,10 +113,15 @@ def copy_crops(picks: list[tuple[str, int, int]], dst: Path) -> int:
             offsets.extend((off[a + 1:b + 1] - off[a] + offsets[-1]).tolist())
             for k in FIELDS:
                 meta[k].append(z[k][a:b])
+            for k in OPTIONAL_FIELDS:  # kept only if every source shard has it
+                meta[k].append(z[k][a:b] if k in z.files else None)
     arrays = {"jpeg": np.concatenate(jpegs) if jpegs else np.zeros(0, np.uint8),
               "offsets": np.asarray(offsets, np.int64)}
     for k in FIELDS:
         arrays[k] = np.concatenate(meta[k])
+    for k in OPTIONAL_FIELDS:
+        if meta[k] and all(v is not None for v in meta[k]):
+            arrays[k] = np.concatenate(meta[k])
     write_npz(dst, arrays)
     return len(offsets) - 1
 
@@ -126,7 +131,7 @@ def _crop_sizes(path: str) -> np.ndarray:
         off = z["offsets"]
         n = len(off) - 1
         fixed = sum(z[k].nbytes // max(n, 1) for k in ("landmarks", "face_box", "erase", "valid", "score",
-                                                         "source", "identity"))
+                                                         "source", "identity", "expression") if k in z.files)
     return np.diff(off) + fixed + 8
 
 

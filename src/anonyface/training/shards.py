@@ -14,6 +14,10 @@ Fields (N crops):
   score     float32[N]     detection score
   source    str[N]         source file, relative to the data root
   identity  str[N]         person / identity key used for the split
+  expression float32[N,5]  optional: the crop's expression conditions (anonyface.expression,
+                           normalised; NEUTRAL rows where the mesh could not measure it).
+                           Added by the builder, or to existing shards by
+                           `anonyface-train conditions` (training/conditions.py).
 """
 
 from __future__ import annotations
@@ -27,7 +31,11 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from ..expression import EXPRESSION_DIM
+
 FIELDS = ("landmarks", "face_box", "erase", "valid", "score", "source", "identity")
+#: Fields a shard may lack (shards built before they existed); read as their neutral value.
+OPTIONAL_FIELDS = ("expression",)
 
 
 @dataclass
@@ -42,6 +50,15 @@ class FaceSet:
     score: np.ndarray
     source: np.ndarray
     identity: np.ndarray
+    #: float32[N, EXPRESSION_DIM] expression conditions; NEUTRAL (zeros) rows for crops of
+    #: shards that have none (see `has_expression`).
+    expression: np.ndarray | None = None
+    #: False if any crop came from a shard without the `expression` field.
+    has_expression: bool = False
+
+    def __post_init__(self) -> None:
+        if self.expression is None:
+            self.expression = np.zeros((len(self.images), EXPRESSION_DIM), np.float32)
 
     def __len__(self) -> int:
         return len(self.images)
@@ -60,7 +77,8 @@ class FaceSet:
 
 
 def write_shard(path: str | os.PathLike, images: list[np.ndarray], meta: dict[str, list], quality: int = 95) -> int:
-    """Write one shard; returns its size in bytes. `meta` holds a list per field in FIELDS."""
+    """Write one shard; returns its size in bytes. `meta` holds a list per field in FIELDS
+    (and optionally `expression`, stored after `landmarks`)."""
     blobs = []
     for img in images:
         ok, buf = cv2.imencode(".jpg", img[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, quality])
@@ -73,6 +91,7 @@ def write_shard(path: str | os.PathLike, images: list[np.ndarray], meta: dict[st
         "jpeg": np.concatenate(blobs) if blobs else np.zeros(0, np.uint8),
         "offsets": offsets,
         "landmarks": np.asarray(meta["landmarks"], np.float32).reshape(-1, 5, 2),
+        **({"expression": expression_array(meta["expression"])} if meta.get("expression") is not None else {}),
         "face_box": np.asarray(meta["face_box"], np.float32).reshape(-1, 4),
         "erase": np.asarray(meta["erase"], np.int16).reshape(-1, 4),
         "valid": np.asarray(meta["valid"], np.int16).reshape(-1, 4),
@@ -86,6 +105,11 @@ def write_shard(path: str | os.PathLike, images: list[np.ndarray], meta: dict[st
     path = Path(path)
     write_npz(path, arrays)
     return path.stat().st_size
+
+
+def expression_array(rows) -> np.ndarray:
+    """The `expression` field: float32[N, EXPRESSION_DIM]."""
+    return np.asarray(rows, np.float32).reshape(-1, EXPRESSION_DIM)
 
 
 def write_npz(path: str | os.PathLike, arrays: dict[str, np.ndarray]) -> None:
@@ -105,7 +129,8 @@ def write_npz(path: str | os.PathLike, arrays: dict[str, np.ndarray]) -> None:
 
 def read_shards(paths: list[str | os.PathLike], limit: int | None = None) -> FaceSet:
     """Decode one or more shards into a FaceSet (all in memory: 34 k crops ≈ 1.7 GB)."""
-    parts: dict[str, list] = {k: [] for k in ("images", *FIELDS)}
+    parts: dict[str, list] = {k: [] for k in ("images", *FIELDS, "expression")}
+    has_expression = True
     n = 0
     for p in paths:
         with np.load(p, allow_pickle=False) as z:
@@ -119,7 +144,12 @@ def read_shards(paths: list[str | os.PathLike], limit: int | None = None) -> Fac
             parts["images"].append(np.stack(imgs) if imgs else np.zeros((0, 128, 128, 3), np.uint8))
             for k in FIELDS:
                 parts[k].append(z[k][:count])
+            if "expression" in z.files:
+                parts["expression"].append(z["expression"][:count])
+            else:
+                has_expression = False
+                parts["expression"].append(np.zeros((count, EXPRESSION_DIM), np.float32))
             n += count
         if limit is not None and n >= limit:
             break
-    return FaceSet(**{k: np.concatenate(v) for k, v in parts.items()})
+    return FaceSet(**{k: np.concatenate(v) for k, v in parts.items()}, has_expression=has_expression and n > 0)
