@@ -121,3 +121,87 @@ def test_missing_weights_give_a_clear_error(tmp_path):
 
     with pytest.raises(GeneratorUnavailable, match="no generator weights"):
         Anonymizer(method="synth", generator=tmp_path / "none.onnx")
+
+
+@pytest.fixture(scope="module")
+def expr_generator_path(tmp_path_factory):
+    """A tiny generator with expression conditions whose new weights are not zero
+    (as after training), so the conditions change what it paints."""
+    from anonyface.training.export import export_generator
+    from anonyface.training.model import Generator, add_expression, get_config
+
+    torch.manual_seed(0)
+    cfg = get_config("tiny")
+    cfg2, nets = add_expression(cfg, {"G": Generator(cfg).state_dict()})
+    g = Generator(cfg2)
+    g.load_state_dict(nets["G"])
+    with torch.no_grad():
+        g.expr.weight.normal_()
+    path = tmp_path_factory.mktemp("gen") / "generator-expr.onnx"
+    export_generator(g, path)
+    return path
+
+
+class _FeedSpy:
+    """Records what the real onnxruntime session is given (and runs it)."""
+
+    def __init__(self, session):
+        self.session, self.feeds = session, []
+
+    def run(self, outputs, feed):
+        self.feeds.append({k: v.copy() for k, v in feed.items()})
+        return self.session.run(outputs, feed)
+
+    def __getattr__(self, name):
+        return getattr(self.session, name)
+
+
+def test_expression_conditions_are_the_only_new_input(expr_generator_path, detector):
+    """Whole pipeline with an expression model: changing a face's pixels (here: its mouth
+    opened) changes the generator's inputs only in the five expression scalars;
+    the erased image, masks, landmarks and latents are bit-identical."""
+    pytest.importorskip("anonyface.expression")
+    from test_expression import SAMPLE, open_mouth
+
+    import cv2
+
+    photo = np.ascontiguousarray(cv2.imread(str(SAMPLE))[..., ::-1])
+    faces = detector.detect(photo)
+    big = max(faces, key=lambda f: f.width)
+    from anonyface.geometry import erase_area
+
+    x1, y1, x2, y2 = erase_area(big.box, photo.shape[1], photo.shape[0])
+    opened = photo.copy()  # the mouth opened, and nothing outside the face's erase area changed
+    opened[y1:y2, x1:x2] = open_mouth(photo, big, 0.2 * big.height)[y1:y2, x1:x2]
+    anon = Anonymizer(method="synth", generator=expr_generator_path, detector=detector, seed=3, audit=False)
+    cover = anon.strategy  # the SynthCover
+    gen = cover.generator
+    assert gen.edim == 5
+    gen.session = spy = _FeedSpy(gen.session)
+    a = cover.cover_faces(photo, faces, identities=list(range(len(faces))))
+    feeds_a = spy.feeds
+    spy.feeds = []
+    cover._expr_track.clear()
+    b = cover.cover_faces(opened, faces, identities=list(range(len(faces))))
+    feeds_b = spy.feeds
+    assert len(feeds_a) == len(feeds_b) > 0
+    changed_expression = False
+    for fa, fb in zip(feeds_a, feeds_b):
+        assert set(fa) == {"image", "erase", "pad", "landmarks", "z", "expression"}
+        for k in ("image", "erase", "pad", "landmarks", "z"):
+            assert np.array_equal(fa[k], fb[k]), f"{k} carries face pixels"
+        changed_expression |= not np.array_equal(fa["expression"], fb["expression"])
+    assert changed_expression  # the opened mouth reached the generator, as five numbers
+    assert not np.array_equal(a, b)
+
+
+def test_expression_model_without_meter_paints_neutral(expr_generator_path, detector, astronaut, monkeypatch):
+    """No landmark model: neutral conditions, every face still painted, no error."""
+    from anonyface import expression
+
+    monkeypatch.setattr(expression, "expression_meter", lambda *a, **k: None)
+    anon = Anonymizer(method="synth", generator=expr_generator_path, detector=detector, seed=3, audit=False)
+    faces = detector.detect(astronaut)
+    out = anon.cover_faces(astronaut, faces)
+    x1, y1, x2, y2 = (int(round(v)) for v in faces[0].box)
+    assert np.any(out[y1 + 1 : y2 - 1, x1 + 1 : x2 - 1] != astronaut[y1 + 1 : y2 - 1, x1 + 1 : x2 - 1], axis=2).mean() > 0.9

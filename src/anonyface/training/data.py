@@ -41,7 +41,7 @@ class Data:
         self.images = imgs.contiguous().to(device)
         self.landmarks = torch.from_numpy(faceset.landmarks.astype(np.float32) * f).to(device)  # crop px
         expr = getattr(faceset, "expression", None)
-        self.has_expression = expr is not None
+        self.has_expression = bool(getattr(faceset, "has_expression", expr is not None))
         if expr is None:
             expr = np.zeros((len(faceset.landmarks), EXPRESSION_DIM), np.float32)
         self.expression = torch.from_numpy(np.asarray(expr, np.float32)).to(device)
