@@ -40,6 +40,7 @@ class Data:
             imgs = torch.cat(out) if out else imgs[:, :, :size, :size]
         self.images = imgs.contiguous().to(device)
         self.landmarks = torch.from_numpy(faceset.landmarks.astype(np.float32) * f).to(device)  # crop px
+        self.face_box = np.asarray(faceset.face_box, np.float32) * f  # crop px (evaluation: expression)
         expr = getattr(faceset, "expression", None)
         self.has_expression = bool(getattr(faceset, "has_expression", expr is not None))
         if expr is None:

@@ -106,8 +106,40 @@ def evaluate(g: Generator, val: Data, n: int, ref: dict, featnet, device, detect
     pose, rate = metrics.pose_error(detector, fake, lms) if detector else (float("nan"), float("nan"))
     return {
         "eval_n": n, "fd": fd, "pose_err": pose, "det_rate": rate,
-        "real_pose_err": float(ref["pose"]), "real_det_rate": float(ref["rate"]), "eval_s": time.time() - t0,
+        "real_pose_err": float(ref["pose"]), "real_det_rate": float(ref["rate"]),
+        **expression_following(fake, val, n), "eval_s": time.time() - t0,
     }
+
+
+def expression_following(fake: np.ndarray, val: Data, n: int) -> dict:
+    """Does the generated face do what the real one did? Pearson r between the
+    real crops' expression conditions (mouth opening; eye openness, both eyes
+    pooled) and the same meter on the generated crops, at the same box; {} when
+    the split has no conditions or the meter is missing. A landmarks-only
+    generator gives the baseline."""
+    if not val.has_expression:
+        return {}
+    try:
+        from ..detection import Face
+        from ..expression import EXPRESSION_NAMES, expression_meter
+    except ImportError:
+        return {}
+    meter = expression_meter()
+    if meter is None:
+        return {}
+    lms = val.landmarks[:n].cpu().numpy()
+    pairs = [(fake[i], Face(tuple(float(v) for v in val.face_box[i]), lms[i], 1.0)) for i in range(n)]
+    got = meter.measure_raw_pairs(pairs)
+    want = val.expression[:n].cpu().numpy()
+    ok = np.all(np.isfinite(got), axis=1) & np.any(want != 0, axis=1)
+    if ok.sum() < 10:
+        return {}
+    out = {}
+    for key, cols in (("expr_r_mouth", [EXPRESSION_NAMES.index("mouth_open")]),
+                      ("expr_r_eyes", [EXPRESSION_NAMES.index("left_eye_open"), EXPRESSION_NAMES.index("right_eye_open")])):
+        a, b = want[ok][:, cols].ravel(), got[ok][:, cols].ravel()
+        out[key] = float(np.corrcoef(a, b)[0, 1])
+    return out
 
 
 def _detector():
