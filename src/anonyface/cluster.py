@@ -76,28 +76,34 @@ def add_arguments(parser) -> None:
 # -- the manifest ------------------------------------------------------------
 
 
+def read_manifest(path: str | os.PathLike) -> tuple[dict[str, dict], int]:
+    """(the last record of each input, how many lines could not be read)."""
+    records: dict[str, dict] = {}
+    damaged = 0
+    try:
+        f = open(path, "rb")
+    except FileNotFoundError:
+        return records, damaged
+    with f:
+        for line in f:
+            try:
+                rec = json.loads(line)
+                records[rec["input"]] = rec
+            except (ValueError, KeyError, TypeError):
+                damaged += line.strip() != b""
+    return records, damaged
+
+
 class Manifest:
     """JSON Lines, one record per input and attempt; the last record of an input counts."""
 
     def __init__(self, path: str | os.PathLike) -> None:
         self.path = Path(path)
-        self.records: dict[str, dict] = {}
-        self.damaged = 0  # lines that could not be read (a crash mid-write)
-        if self.path.exists():
-            self._load()
+        self.records, self.damaged = read_manifest(self.path)  # damaged: lines a crash cut short
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         if self.path.stat().st_size and not self._ends_with_newline():
             os.write(self._fd, b"\n")  # close a line cut short, so the next record starts clean
-
-    def _load(self) -> None:
-        with open(self.path, "rb") as f:
-            for line in f:
-                try:
-                    rec = json.loads(line)
-                    self.records[rec["input"]] = rec
-                except (ValueError, KeyError, TypeError):
-                    self.damaged += line.strip() != b""
 
     def _ends_with_newline(self) -> bool:
         with open(self.path, "rb") as f:
@@ -208,7 +214,8 @@ def _list_uri(uri: str, out_dir: Path, fmt: str | None) -> list[RemoteJob]:
         entries, base = [info], str(Path(root).parent)
     else:
         entries, base = filesystem.get_file_info(pafs.FileSelector(root, recursive=True)), root
-    prefix = uri[: len(uri) - len(uri.split("://", 1)[1])]  # "s3://"
+    scheme = uri.split("://", 1)[0] + "://"
+    query = uri.partition("?")[2]  # endpoint_override=..., region=...: kept for the workers, not in labels
     jobs = []
     for e in sorted((e for e in entries if e.type == pafs.FileType.File), key=lambda e: e.path):
         rel = Path(os.path.relpath(e.path, base))
@@ -216,8 +223,8 @@ def _list_uri(uri: str, out_dir: Path, fmt: str | None) -> list[RemoteJob]:
             continue
         ext = None if is_video(rel) else (f".{fmt}" if fmt else None)
         dst = out_dir / rel.parent / _output_name(rel, ext)
-        source = prefix + e.path if not uri.startswith("file://") else "file://" + e.path
-        jobs.append(RemoteJob(source, str(dst), source))
+        label = scheme + e.path
+        jobs.append(RemoteJob(label + (f"?{query}" if query else ""), str(dst), label))
     return jobs
 
 
