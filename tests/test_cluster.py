@@ -207,3 +207,34 @@ def test_uri_inputs_through_pyarrow(cluster, archive, local, tmp_path):
     assert _outputs(out) == {k.removeprefix("trip/"): v for k, v in _outputs(local_out).items() if k.startswith("trip/")}
     labels = set(read_manifest(out / MANIFEST_NAME)[0])
     assert f"file://{archive / 'trip' / 'day1' / 'group.jpg'}" in labels and len(labels) == 4
+
+
+def test_manifest_keeps_every_record_before_a_cut_line(tmp_path):
+    from anonyface.cluster import Manifest
+
+    m = Manifest(tmp_path / MANIFEST_NAME)
+    m.append({"input": "a.jpg", "status": "done"})
+    m.append({"input": "b.jpg", "status": "failed", "reason": "x"})
+    m.close()
+    with open(tmp_path / MANIFEST_NAME, "ab") as f:
+        f.write(b'{"input": "c.jpg", "sta')  # killed mid-write
+    m = Manifest(tmp_path / MANIFEST_NAME)
+    assert m.damaged == 1 and set(m.records) == {"a.jpg", "b.jpg"}
+    m.append({"input": "b.jpg", "status": "done"})
+    m.close()
+    records, damaged = read_manifest(tmp_path / MANIFEST_NAME)
+    assert damaged == 1 and records["b.jpg"]["status"] == "done" and records["a.jpg"]["status"] == "done"
+
+
+def test_ray_usage(tmp_path, capsys):
+    from anonyface.cluster import ray_argv
+
+    assert ray_argv(["--ray", "photos/", "-o", "out"]) == ["--ray=local", "photos/", "-o", "out"]
+    assert ray_argv(["photos/", "--ray", "auto", "-o", "o"]) == ["photos/", "--ray", "auto", "-o", "o"]
+    assert ray_argv(["photos/", "--ray", "127.0.0.1:6379"])[1:] == ["--ray", "127.0.0.1:6379"]
+    for argv, says in ((["--ray", str(SAMPLE)], "needs -o OUT"), ([str(SAMPLE), "-o", "-", "--ray"], "needs -o OUT"),
+                       ([str(SAMPLE), "--in-place", "-o", str(tmp_path), "--ray"], "--in-place"),
+                       ([str(SAMPLE), "-o", str(SAMPLE), "--ray"], "is a file")):
+        with pytest.raises(SystemExit) as e:
+            main(argv)
+        assert e.value.code == 2 and says in capsys.readouterr().err

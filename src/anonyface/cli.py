@@ -33,6 +33,7 @@ where outputs go:
   anonyface 'shots/*.jpg' a.png -o d/ -> d/ (globs are expanded for you too)
   anonyface - < in.jpg > out.jpg      -> standard input to standard output
   anonyface clip.mp4 -o - | ...       -> standard output (any single input)
+  anonyface archive/ -o clean/ --ray  -> on Ray, resumable (docs/cluster.md)
   Inputs are never overwritten unless you pass --in-place.
 
 privacy:

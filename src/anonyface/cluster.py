@@ -252,13 +252,19 @@ class _Worker:
         self.options = options
         self.name = f"{socket.gethostname()}:{os.getpid()}"
 
+    def ready(self) -> str:
+        return self.name
+
     def run(self, jobs: list[RemoteJob]) -> list[Outcome]:
         return [self._one(job) for job in jobs]
 
     def _one(self, job: RemoteJob) -> Outcome:
         t0 = time.perf_counter()
         with tempfile.TemporaryDirectory(prefix="anonyface-in-") as tmp:
-            source = _fetch(job.source, Path(tmp)) if is_uri(job.source) else Path(job.source)
+            try:
+                source = _fetch(job.source, Path(tmp)) if is_uri(job.source) else Path(job.source)
+            except (OSError, ValueError) as e:
+                return Outcome(job, FileResult(job.label, None, error=f"cannot download it: {e}"), None, time.perf_counter() - t0, self.name)
             result = run_job(self.anon, source, Path(job.output), self.options, job.label)
         result.source = job.label
         digest = None
@@ -282,6 +288,10 @@ def _fetch(uri: str, folder: Path) -> Path:
 
 
 # -- the driver ----------------------------------------------------------------
+
+
+class WorkersFailed(RuntimeError):
+    """The workers could not start (the models did not load): nothing can be done."""
 
 
 @dataclass
@@ -331,7 +341,7 @@ def _start(address: str, workers: int | None):
     if address == "local":
         kwargs["object_store_memory"] = LOCAL_OBJECT_STORE
         if workers:
-            kwargs["num_cpus"] = min(workers, os.cpu_count() or 1)
+            kwargs["num_cpus"] = workers  # as many as asked for, even beyond the cores
     ray.init(address=address, **kwargs)
     return True
 
@@ -363,12 +373,19 @@ def run(
         return results
     started = _start(config.address, config.workers)
     try:
-        n = config.workers or max(1, int(ray.cluster_resources().get("CPU", 1) // config.cpus_per_worker))
-        n = min(n, len(todo))
+        room = max(1, int(ray.cluster_resources().get("CPU", 1) // config.cpus_per_worker))
+        if config.workers and config.workers > room:
+            log(f"anonyface: the cluster has room for {room} worker(s), not {config.workers}: using {room}")
+        n = min(config.workers or room, room, len(todo))
         threads = max(1, int(config.cpus_per_worker))
         worker_cls = ray.remote(num_cpus=config.cpus_per_worker, max_restarts=3, max_task_retries=2)(_Worker)
         spawn = lambda: worker_cls.remote(anonymizer_kwargs, options, threads)  # noqa: E731
         actors = [spawn() for _ in range(n)]
+        generation = [0] * n  # which actor of a slot a task went to: a dead one is replaced once
+        try:  # a worker that cannot load the models (anonyface missing on a node) stops the run here
+            ray.get([a.ready.remote() for a in actors])
+        except ray.exceptions.RayError as e:
+            raise WorkersFailed(str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__) from None
         # long poles first: videos, then photos in batches
         units: deque[list[RemoteJob]] = deque([j] for j in todo if j.video)
         photos = [j for j in todo if not j.video]
@@ -379,7 +396,7 @@ def run(
         def submit(slot: int) -> None:
             if units:
                 unit = units.popleft()
-                pending[actors[slot].run.remote(unit)] = (slot, unit)
+                pending[actors[slot].run.remote(unit)] = (slot, unit, generation[slot])
 
         for slot in range(n):
             for _ in range(2):  # two tasks queued per worker: no idle gap between them
@@ -387,12 +404,13 @@ def run(
         try:
             while pending:
                 ready, _ = ray.wait(list(pending), num_returns=1)
-                slot, unit = pending.pop(ready[0])
+                slot, unit, gen = pending.pop(ready[0])
                 try:
                     outcomes = ray.get(ready[0])
                 except (ray.exceptions.RayActorError, ray.exceptions.RayTaskError, ray.exceptions.WorkerCrashedError) as e:
-                    if isinstance(e, ray.exceptions.RayActorError):
+                    if isinstance(e, ray.exceptions.RayActorError) and gen == generation[slot]:
                         actors[slot] = spawn()  # Ray gave up restarting it: a fresh one
+                        generation[slot] += 1
                     if len(unit) > 1:  # find the one that kills workers: retry each alone
                         units.extendleft([j] for j in reversed(unit))
                         submit(slot)
@@ -480,6 +498,9 @@ def main(args, parser, settings, options: FileOptions) -> int:
         why = "terminated (SIGTERM)" if isinstance(e, cli.Terminated) else "interrupted"
         print(f"anonyface: {why}; every finished file is in {manifest.path}: run the same command again to resume", file=sys.stderr)
         return 143 if isinstance(e, cli.Terminated) else 130
+    except WorkersFailed as e:
+        print(f"anonyface: error: the Ray workers cannot start: {e}", file=sys.stderr)
+        return 1
     finally:
         manifest.close()
     elapsed = time.perf_counter() - start
