@@ -107,7 +107,7 @@ def test_same_outputs_and_summary_as_local_then_resume(cluster, archive, local, 
     done = [r for r in recs.values() if r["status"] == "done"]
     assert len(done) == 5
     for r in done:
-        assert r["sha256"] == sha256_file(r["output"]) and r["method"] == "synth"
+        assert r["sha256"] == sha256_file(r["output"]) and r["method"] == "synth" and r["cpu_seconds"] > 0
         assert set(r["models"]) >= {"retinaface_mobilenet.onnx", "centerface.onnx"}
     assert recs[str(archive / "trip" / "day1" / "group.jpg")]["faces"] >= 5
 

@@ -240,6 +240,7 @@ class Outcome:
     sha256: str | None
     seconds: float
     worker: str
+    cpu_seconds: float = 0.0  # of the worker process (all its threads): what a file costs a cluster
 
 
 class _Worker:
@@ -259,7 +260,7 @@ class _Worker:
         return [self._one(job) for job in jobs]
 
     def _one(self, job: RemoteJob) -> Outcome:
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         with tempfile.TemporaryDirectory(prefix="anonyface-in-") as tmp:
             try:
                 source = _fetch(job.source, Path(tmp)) if is_uri(job.source) else Path(job.source)
@@ -273,7 +274,7 @@ class _Worker:
                 digest = sha256_file(result.output)
             except OSError as e:
                 result = FileResult(job.label, None, error=f"the output cannot be read back: {e}")
-        return Outcome(job, result, digest, time.perf_counter() - t0, self.name)
+        return Outcome(job, result, digest, time.perf_counter() - t0, self.name, time.process_time() - c0)
 
 
 def _fetch(uri: str, folder: Path) -> Path:
@@ -324,6 +325,7 @@ def _record(job: RemoteJob, outcome: Outcome | None, result: FileResult, method:
         "sha256": outcome.sha256 if outcome and status == "done" else None,
         "bytes": os.path.getsize(job.output) if status == "done" and os.path.exists(job.output) else None,
         "seconds": round(outcome.seconds, 3) if outcome else None,
+        "cpu_seconds": round(outcome.cpu_seconds, 3) if outcome else None,
         "worker": outcome.worker if outcome else None,
         "time": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
