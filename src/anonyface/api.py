@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 from dataclasses import fields, replace
 from typing import overload
@@ -11,7 +12,7 @@ from PIL import Image
 
 from .anonymizers import METHODS as COVER_METHODS
 from .anonymizers import ClassicCover, CoverSettings
-from .audit import FaceAudit
+from .audit import CenterFace, FaceAudit
 from .detection import DEFAULT_THRESHOLD, Face, FaceDetector
 from .files import FileOptions, FileResult
 from .files import process_file as _process_file
@@ -45,6 +46,9 @@ class Anonymizer:
     `audit` (on by default): a second, independent detector (CenterFace) checks
     every image covered by `anonymize` / `process_file` and blurs any face left
     uncovered (`anonyface.audit`); `cover_faces` alone does not audit.
+
+    `threads`: onnxruntime's intra-op threads for each model (None: its default,
+    every core); several Anonymizers sharing a machine (Ray workers) take one each.
     """
 
     def __init__(
@@ -58,6 +62,7 @@ class Anonymizer:
         settings: CoverSettings | None = None,
         audit: bool | FaceAudit = True,
         unsafe: bool = False,
+        threads: int | None = None,
         **options,
     ) -> None:
         unknown = set(options) - _SETTINGS
@@ -70,10 +75,11 @@ class Anonymizer:
         self.seed = seed
         self.max_pixels = max_pixels
         self._generator_model = generator
+        self._threads = threads
         self._strategies: dict = {}
         self.set_method(method)
-        self.detector = detector or FaceDetector(threshold=threshold)
-        self.audit = (FaceAudit() if audit is True else audit) or None
+        self.detector = detector or FaceDetector(threshold=threshold, threads=threads)
+        self.audit = (FaceAudit(CenterFace(threads=threads)) if audit is True else audit) or None
 
     @property
     def method(self) -> str:
@@ -89,7 +95,8 @@ class Anonymizer:
                 from .generator import FaceGenerator, SynthCover
 
                 gen = self._generator_model
-                gen = gen if isinstance(gen, FaceGenerator) else FaceGenerator(gen)  # a loaded one is shared
+                # a loaded one is shared (the web server's models load once per process)
+                gen = gen if isinstance(gen, FaceGenerator) else FaceGenerator(gen, self._threads)
                 self._strategies[method] = SynthCover(gen, self.settings, self.seed)
             else:
                 self._strategies[method] = ClassicCover(method, self.settings)
@@ -146,7 +153,16 @@ class Anonymizer:
         return out, faces, caught
 
     def process_picture(self, picture: Picture) -> tuple[Image.Image, list[Face], list[Face]]:
-        """(anonymized image in the photo's own mode, our faces, faces the audit caught)."""
+        """(anonymized image in the photo's own mode, our faces, faces the audit caught).
+
+        With a seed, the photo's new faces are drawn from (seed, its pixels): the same
+        photo gives the same file whatever else is in the batch, and in whichever order
+        (a resumed run, a Ray cluster).
+        """
+        synth = self._strategies.get("synth")
+        if synth is not None and synth.seed is not None:
+            rgb = np.ascontiguousarray(picture.rgb)
+            synth.reseed(repr(rgb.shape).encode() + hashlib.sha256(rgb).digest())
         out, faces, caught = self.cover_image(picture.rgb)
         return to_pil(picture, out), faces, caught
 

@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import __version__
+from . import __version__, cluster
 from .anonymizers import CoverSettings
 from .api import DEFAULT_METHOD, METHODS
 from .detection import DEFAULT_THRESHOLD
@@ -33,6 +33,7 @@ where outputs go:
   anonyface 'shots/*.jpg' a.png -o d/ -> d/ (globs are expanded for you too)
   anonyface - < in.jpg > out.jpg      -> standard input to standard output
   anonyface clip.mp4 -o - | ...       -> standard output (any single input)
+  anonyface archive/ -o clean/ --ray  -> on Ray, resumable (docs/cluster.md)
   Inputs are never overwritten unless you pass --in-place.
 
 privacy:
@@ -95,6 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--max-pixels", type=int, metavar="N", help=f"refuse larger photos and video frames (default: {DEFAULT_MAX_PIXELS} for photos, {DEFAULT_MAX_FRAME_PIXELS} = 4096×2160 for video frames; README: memory)")
     g.add_argument("--json", metavar="FILE", help="write every detection (file, box, landmarks, score) as JSON; - for standard output")
     _add_video_arguments(p)
+    cluster.add_arguments(p)
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar or summary")
     p.add_argument("--version", action="version", version=f"anonyface {__version__}")
     return p
@@ -321,13 +323,15 @@ def main(argv: list[str] | None = None) -> int:
 
         return serve_main(argv[1:])
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(cluster.ray_argv(argv))
     settings = cover_settings(args, parser)
     _check_numbers(args, parser)
     try:
         options = _file_options(args)
     except ValueError as e:
         parser.error(str(e))
+    if args.ray is not None:  # the same job on a Ray cluster, resumable (cluster.py)
+        return cluster.main(args, parser, settings, options)
 
     jobs, errors, skipped = plan_jobs(args.inputs, args.output, args.format, args.in_place)
     if args.output == "-" and len(jobs) > 1:

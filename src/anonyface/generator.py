@@ -10,6 +10,7 @@ the face box itself is always fully replaced.
 
 from __future__ import annotations
 
+import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -149,6 +150,7 @@ class SynthCover:
     def __init__(self, generator: FaceGenerator, settings: CoverSettings | None = None, seed: int | None = None) -> None:
         self.generator = generator
         self.settings = settings or CoverSettings()
+        self.seed = seed
         self._rng = np.random.default_rng(seed)
         self.identity_base = int(seed) if seed is not None else int(np.random.default_rng().integers(2**31))
         self._meter = None  # ExpressionMeter, made on first use (generators with expression conditions)
@@ -158,6 +160,14 @@ class SynthCover:
     def reroll(self) -> None:
         """New fake identities for every person from now on (live video: a key press)."""
         self.identity_base = int(np.random.default_rng().integers(2**31))
+
+    def reseed(self, key: bytes) -> None:
+        """With a seed: draw the next faces from (seed, `key`) afresh, so that a photo's
+        new faces depend on the photo alone, not on which photos came before it in a
+        batch (a resumed or distributed batch writes the same files). No seed: nothing."""
+        if self.seed is not None:
+            words = np.frombuffer(hashlib.sha256(key).digest()[:16], dtype=np.uint32)
+            self._rng = np.random.default_rng([int(self.seed), *map(int, words)])
 
     def latents(self, n: int, identities: list[int] | None) -> np.ndarray:
         zdim = self.generator.zdim
