@@ -391,3 +391,14 @@ def test_video_with_boxes_is_refused(tmp_path, capsys):
     assert main([str(tmp_path / "in.mov"), "-o", str(tmp_path / "out.mp4"), "--boxes", str(tmp_path / "b.json"), "-q"]) == 1
     assert "--boxes works on photos only" in capsys.readouterr().err
     assert not (tmp_path / "out.mp4").exists()
+
+
+def test_keep_boxes_chosen_by_hand_kept_and_not_re_covered_by_the_audit(hopper):
+    """What a web page's click does: no recognizer, the chosen face is left, the audit agrees."""
+    img, astro, hop = two_people(hopper)
+    anon = Anonymizer(method="blur")
+    c = anon.cover(img, keep_boxes=[hop])
+    assert untouched(img, c.image, hop) and changed(img, c.image, astro) > 10
+    assert len(c.kept) == 1 and c.kept[0].reference == "chosen by hand" and c.caught == []
+    far = anon.cover(img, keep_boxes=[(0.0, 0.0, 40.0, 40.0)])  # pointing at no face keeps nothing
+    assert far.kept == [] and changed(img, far.image, hop) > 10

@@ -142,22 +142,23 @@ class Anonymizer:
     @overload
     def anonymize(self, image: Image.Image, bgr: bool = False) -> Image.Image: ...
 
-    def anonymize(self, image, bgr: bool = False, boxes=None, boxes_mode: str = "add"):
+    def anonymize(self, image, bgr: bool = False, boxes=None, boxes_mode: str = "add", keep_boxes=None):
         """Return a copy of `image` with every face covered (but those `keep` matched);
         the input is untouched.
 
         `boxes`: faces you already have (`Face`s, (x1, y1, x2, y2) boxes, or dicts as
         `--json` writes them), covered too; `boxes_mode` "add" (default: with our
         detector's, duplicates merged) or "only" (instead of our detector; the audit
-        still checks the output unless `audit=False`)."""
-        out, _ = self.anonymize_with_faces(image, bgr=bgr, boxes=boxes, boxes_mode=boxes_mode)
+        still checks the output unless `audit=False`). `keep_boxes`: faces chosen by hand
+        to keep in this picture (see `cover`)."""
+        out, _ = self.anonymize_with_faces(image, bgr=bgr, boxes=boxes, boxes_mode=boxes_mode, keep_boxes=keep_boxes)
         return out
 
-    def anonymize_with_faces(self, image, bgr: bool = False, boxes=None, boxes_mode: str = "add"):
+    def anonymize_with_faces(self, image, bgr: bool = False, boxes=None, boxes_mode: str = "add", keep_boxes=None):
         """Like `anonymize`, and also return the faces that were covered (ours and the
         given boxes, then any the audit caught)."""
         rgb, restore = _as_rgb(image, bgr)
-        c = self.cover(rgb, boxes, boxes_mode)
+        c = self.cover(rgb, boxes, boxes_mode, keep_boxes)
         return restore(c.image), c.faces + c.caught
 
     __call__ = anonymize
@@ -167,28 +168,40 @@ class Anonymizer:
         c = self.cover(rgb, boxes, boxes_mode)
         return c.image, c.faces, c.caught
 
-    def cover(self, rgb: np.ndarray, boxes=None, boxes_mode: str = "add") -> Covered:
+    def cover(self, rgb: np.ndarray, boxes=None, boxes_mode: str = "add", keep_boxes=None) -> Covered:
         """Detect (and/or take `boxes`), decide consent, cover, audit: the whole photo path.
 
         A kept face is only left out of the faces to cover: an overlapping face that is
         not kept is still covered, over it if need be. The audit blurs every face it
-        finds at no covered place, unless it is one of the kept faces (same place)."""
+        finds at no covered place, unless it is one of the kept faces (same place).
+
+        `keep_boxes`: faces a person chose to keep by pointing at them in this very
+        picture (boxes, e.g. the outlines a web page shows and the user clicks): the
+        detection overlapping each (IoU ≥ 0.5) is kept, without face recognition."""
         if boxes_mode not in BOXES_MODES:
             raise ValueError(f"boxes_mode must be one of {', '.join(BOXES_MODES)}, got {boxes_mode!r}")
         given = to_faces(boxes, rgb.shape[1], rgb.shape[0]) if boxes is not None else []
         found = [] if boxes is not None and boxes_mode == "only" else self.detector.detect(rgb)
         faces = merge_boxes(found, given)
         kept = None
+        if keep_boxes:
+            from .consent import Decision, chosen
+
+            picked = chosen(faces, keep_boxes)
+            kept = [Decision(f, True, None, "chosen by hand") for f, p in zip(faces, picked) if p]
+            faces = [f for f, p in zip(faces, picked) if not p]
         if self.consent is not None:
             decisions = self.consent.decide(rgb, faces)
-            kept = [d for d in decisions if d.kept]
+            kept = (kept or []) + [d for d in decisions if d.kept]
             faces = [d.face for d in decisions if not d.kept]
         out = self.cover_faces(rgb, faces)
         if self.audit is None:
             return Covered(out, faces, [], kept)
         caught = self.audit.leaks(out, faces)
         if kept:
-            caught = [f for f in caught if not self.consent.in_kept_place(f, kept)]
+            from .consent import in_kept_place
+
+            caught = [f for f in caught if not in_kept_place(f, kept)]
         if caught:
             out = ClassicCover("blur", self.settings).cover_faces(out, caught)
         return Covered(out, faces, caught, kept)

@@ -58,15 +58,6 @@ class ReferenceError(ValueError):
     """A reference photo that cannot serve (no face, several faces, too small); names the file."""
 
 
-def recognizer_installed() -> bool:
-    try:
-        import dlib  # noqa: F401
-        import face_recognition_models  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
 class FaceRecognizer:
     """dlib's 5-point alignment and ResNet embedding, checked against our detector's landmarks."""
 
@@ -141,7 +132,6 @@ class Decision:
         return d
 
 
-ImageLike = "str | os.PathLike | np.ndarray | PIL.Image.Image"
 
 
 def _source_rgb(source, max_pixels: int) -> tuple[np.ndarray, str]:
@@ -292,16 +282,33 @@ class ConsentMatcher:
             out.append(Decision(f, not why, d, ref, why))
         return out
 
-    def in_kept_place(self, found: Face, kept: Sequence[Decision]) -> bool:
-        """Is `found` (a face the audit found) one of the kept faces: its centre inside a kept
-        face's box and the two boxes overlapping (IoU ≥ 0.3)? A different face behind or
-        beside a kept one fails this and is covered."""
-        cx, cy = (found.box[0] + found.box[2]) / 2, (found.box[1] + found.box[3]) / 2
-        for k in kept:
-            b = k.face.box
-            if b[0] <= cx <= b[2] and b[1] <= cy <= b[3] and box_iou(found.box, b) >= 0.3:
-                return True
-        return False
+
+def in_kept_place(found: Face, kept: Sequence[Decision]) -> bool:
+    """Is `found` (a face the audit found) one of the kept faces: its centre inside a kept
+    face's box and the two boxes overlapping (IoU ≥ 0.3)? A different face behind or
+    beside a kept one fails this and is covered."""
+    cx, cy = (found.box[0] + found.box[2]) / 2, (found.box[1] + found.box[3]) / 2
+    for k in kept:
+        b = k.face.box
+        if b[0] <= cx <= b[2] and b[1] <= cy <= b[3] and box_iou(found.box, b) >= 0.3:
+            return True
+    return False
+
+
+#: A face chosen by hand (`keep_boxes`) is the detection overlapping its box by this much.
+CHOSEN_IOU = 0.5
+
+
+def chosen(faces: Sequence[Face], keep_boxes: Sequence) -> list[bool]:
+    """Which faces a person chose to keep by pointing at them (a box each, e.g. a click on the
+    web page's outline): the face overlapping a chosen box by IoU ≥ `CHOSEN_IOU`, at most one per box."""
+    out = [False] * len(faces)
+    for kb in keep_boxes:
+        box = kb.box if isinstance(kb, Face) else tuple(float(v) for v in kb)
+        best = max(range(len(faces)), key=lambda i: box_iou(faces[i].box, box), default=None)
+        if best is not None and box_iou(faces[best].box, box) >= CHOSEN_IOU:
+            out[best] = True
+    return out
 
 
 def reference_face(source, detector, recognizer: FaceRecognizer, min_px: float, max_pixels: int) -> Reference:
