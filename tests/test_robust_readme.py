@@ -28,6 +28,7 @@ NOT_RUN = {
     "anonyface-eval": "needs ../shared/data (tests never use it)",
     "anonyface-train": "torch, ../shared/data and an hour of training",
     "make gpu-pack": "packs the built training data (data/faces, from ../shared/data) for a GPU leg",
+    'pip install "anonyface[keep]"': "installs packages (the test extra has them)",
 }
 
 
@@ -56,6 +57,12 @@ def workdir(tmp_path, astronaut) -> Path:
         Image.fromarray(astronaut).save(tmp_path / name)
     make_clip(tmp_path / "clip.mp4", frames=6)
     shutil.copy(tmp_path / "clip.mp4", tmp_path / "holiday" / "clip.mp4")
+    # Consent (README "Keep the faces that consented"): one face per reference photo.
+    for name in ("interview.jpg", "alice.jpg", "consented/alice.jpg"):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(astronaut).save(tmp_path / name)
+    shutil.copy(tmp_path / "clip.mp4", tmp_path / "talk.mp4")
+    (tmp_path / "mine.json").write_text('{"files": [{"file": "photo.jpg", "faces": [{"box": [10, 10, 60, 60]}]}]}')
     bin_dir = tmp_path / ".bin"
     bin_dir.mkdir()
     script = bin_dir / "anonyface"
