@@ -30,6 +30,7 @@ NOT_RUN = {
     "make gpu-pack": "packs the built training data (data/faces, from ../shared/data) for a GPU leg",
     "anonyface serve": "a server that runs until stopped (tests/test_web.py starts its app and checks the command)",
     "pip install -e '.[web]'": "installs packages",
+    'pip install "anonyface[keep]"': "installs packages (the test extra has them)",
 }
 
 
@@ -58,6 +59,12 @@ def workdir(tmp_path, astronaut) -> Path:
         Image.fromarray(astronaut).save(tmp_path / name)
     make_clip(tmp_path / "clip.mp4", frames=6)
     shutil.copy(tmp_path / "clip.mp4", tmp_path / "holiday" / "clip.mp4")
+    # Consent (README "Keep the faces that consented"): one face per reference photo.
+    for name in ("interview.jpg", "alice.jpg", "consented/alice.jpg"):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(astronaut).save(tmp_path / name)
+    shutil.copy(tmp_path / "clip.mp4", tmp_path / "talk.mp4")
+    (tmp_path / "mine.json").write_text('{"files": [{"file": "photo.jpg", "faces": [{"box": [10, 10, 60, 60]}]}]}')
     bin_dir = tmp_path / ".bin"
     bin_dir.mkdir()
     script = bin_dir / "anonyface"

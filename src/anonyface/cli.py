@@ -87,6 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("-t", "--threshold", type=float, default=DEFAULT_THRESHOLD, metavar="T", help="minimum detection score in [0, 1]; lower finds more faces and more false alarms (default: %(default)s)")
     g.add_argument("--unsafe", action="store_true", help="allow settings that leave faces recognisable (a threshold above 0.7, a weak blur, a coarse mosaic, a mask smaller than the face); for experts who mean it")
     g.add_argument("--no-audit", dest="audit", action="store_false", help="photos: skip the second-detector audit (an independent detector checks each output and blurs any face left uncovered)")
+    add_consent_arguments(p)
     g = p.add_argument_group("files")
     g.add_argument("--format", choices=sorted({e.lstrip('.') for e in FORMATS}), help="write every output in this format instead of the input's")
     g.add_argument("--quality", type=int, default=_FILES.quality, metavar="Q", help="JPEG/WebP quality (default: %(default)s)")
@@ -100,6 +101,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar or summary")
     p.add_argument("--version", action="version", version=f"anonyface {__version__}")
     return p
+
+
+def add_consent_arguments(p: argparse.ArgumentParser) -> None:
+    """--keep (faces of people who consented) and --boxes (your own detections); docs/consent.md."""
+    g = p.add_argument_group(
+        "consent and your own boxes (docs/consent.md)",
+        "--keep needs face recognition: pip install 'anonyface[keep]'. A face is left untouched only when it clearly "
+        "matches a reference; every other face is covered. Measured on LFW: a stranger is kept in 0.024 % of trials (per reference photo).",
+    )
+    g.add_argument("--keep", action="extend", nargs="+", default=[], metavar="FACE.jpg", help="reference photo(s) of people who consented, one face each: their faces are left untouched (put it after the inputs, or end its list with --)")
+    g.add_argument("--keep-dir", action="append", default=[], metavar="DIR", help="every photo in DIR is a --keep reference")
+    g.add_argument("--keep-threshold", type=float, metavar="D", help="largest face-embedding distance kept (default: the measured one; above 0.6 needs --unsafe)")
+    g.add_argument("--boxes", metavar="FILE.json", help="faces you already have, in the schema --json writes (photos only)")
+    g.add_argument("--boxes-mode", choices=("add", "only"), help="add: cover our detector's faces and the file's (default); only: just the file's (the audit still runs unless --no-audit)")
 
 
 def add_cover_arguments(g) -> None:
@@ -339,19 +354,29 @@ def main(argv: list[str] | None = None) -> int:
     if args.output is not None and args.output != "-" and len(jobs) > 1 and Path(args.output).is_file():
         parser.error(f"-o {args.output} is a file, but there are {len(jobs)} inputs: give a folder")
     _check_json(args, jobs, parser)
+    _set_boxes(args, jobs, options, parser)
+    keep = _keep_sources(args, parser)
     _remove_stale_temps(jobs, args.json)
 
     from .api import Anonymizer
+    from .consent import ConsentUnavailable, ReferenceError
 
     try:
         anon = Anonymizer(
             method=args.method, threshold=args.threshold, seed=args.seed, max_pixels=args.max_pixels or DEFAULT_MAX_PIXELS,
-            settings=settings, audit=args.audit, unsafe=args.unsafe,
+            settings=settings, audit=args.audit, unsafe=args.unsafe, keep=keep, keep_threshold=args.keep_threshold,
         )
+    except (ConsentUnavailable, ReferenceError) as e:  # before anything is written
+        print(f"anonyface: error: {e}", file=sys.stderr)
+        return 2
     except Exception as e:  # the model itself could not load: nothing can be done
         print(f"anonyface: error: cannot load the models: {e}", file=sys.stderr)
         return 1
 
+    if anon.consent is not None:
+        c = anon.consent
+        args.keep_info = {"threshold": c.threshold, "separation": c.separation, "min_face_px": c.min_face_px,
+                          "references": [r.source for r in c.references]}
     results: list[FileResult] = [FileResult(src, None, error=msg) for src, msg in errors]
     results += [FileResult(src, None, skipped=why) for src, why in skipped]
     for src, msg in errors:
@@ -376,6 +401,55 @@ def main(argv: list[str] | None = None) -> int:
     if not args.quiet:
         print(f"anonyface: {_summary(results, elapsed)}", file=sys.stderr)
     return status
+
+
+def _keep_sources(args, parser: argparse.ArgumentParser) -> list | None:
+    """The --keep and --keep-dir reference photos (None when consent is off); a missing file
+    or an empty folder is a usage error, before anything is written."""
+    from .consent import MAX_SAFE_THRESHOLD, ReferenceError, reference_files
+
+    t = args.keep_threshold
+    if t is not None and not (args.keep or args.keep_dir):
+        parser.error("--keep-threshold needs --keep or --keep-dir")
+    if t is not None and not 0.0 < t <= 2.0:
+        parser.error(f"--keep-threshold must be in (0, 2], got {t}")
+    if t is not None and t > MAX_SAFE_THRESHOLD and not args.unsafe:
+        parser.error(f"--keep-threshold {t:g} is above {MAX_SAFE_THRESHOLD:g}, where strangers are kept (docs/consent.md) (add --unsafe if you really mean it)")
+    if not (args.keep or args.keep_dir):
+        return None
+    sources: list = []
+    for path in args.keep:
+        if not Path(path).is_file():
+            parser.error(f"--keep {path}: no such file")
+        sources.append(path)
+    for folder in args.keep_dir:
+        try:
+            sources += reference_files(folder)
+        except ReferenceError as e:
+            parser.error(str(e))
+    return sources
+
+
+def _set_boxes(args, jobs: list[Job], options: FileOptions, parser: argparse.ArgumentParser) -> None:
+    """--boxes: read and check the file now; in "only" mode every photo must be listed in it."""
+    if args.boxes is None:
+        if args.boxes_mode is not None:
+            parser.error("--boxes-mode needs --boxes FILE.json")
+        return
+    from .boxes import BoxesError, BoxesFile
+
+    try:
+        options.boxes = BoxesFile.load(args.boxes)
+    except BoxesError as e:
+        parser.error(str(e))
+    options.boxes_mode = args.boxes_mode or "add"
+    options.boxes_single = len(jobs) == 1
+    if options.boxes_mode == "only":
+        missing = [job.label for job in jobs if not (job.source is not None and is_video(job.source))
+                   and options.boxes.faces_for(job.source, options.boxes_single) is None]
+        if missing:
+            more = f" and {len(missing) - 3} more" if len(missing) > 3 else ""
+            parser.error(f"--boxes {args.boxes} lists no faces for {', '.join(missing[:3])}{more} (--boxes-mode only needs every input)")
 
 
 def _check_numbers(args, parser: argparse.ArgumentParser) -> None:
@@ -405,7 +479,10 @@ def _check_json(args, jobs: list[Job], parser: argparse.ArgumentParser) -> None:
 
 
 def _write_json(args, results: list[FileResult]) -> bool:
-    doc = json.dumps({"version": __version__, "threshold": args.threshold, "files": [r.to_dict() for r in results]}, indent=1)
+    head = {"version": __version__, "threshold": args.threshold}
+    if getattr(args, "keep_info", None):
+        head["keep"] = args.keep_info
+    doc = json.dumps({**head, "files": [r.to_dict() for r in results]}, indent=1)
     if args.json == "-":
         print(doc)
         return True

@@ -17,8 +17,9 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .boxes import BoxesFile
 from .detection import Face
-from .media import FORMATS, IMAGE_EXTENSIONS, ImageError, encode_image, format_for, read_image, read_input, write_atomic
+from .media import FORMATS, IMAGE_EXTENSIONS, ImageError, encode_image, format_for, read_image, read_input, to_pil, write_atomic
 from .video import VIDEO_EXTENSIONS, VideoError, VideoOptions, VideoStats
 
 #: Every file suffix a folder or glob run picks up.
@@ -40,6 +41,7 @@ class FileResult:
     skipped: str | None = None  # why the file was passed over (no output, no error)
     note: str | None = None  # something the user should know (e.g. written through a link)
     warnings: list[str] = field(default_factory=list)  # done, but the user should know (partial, resized)
+    kept: list | None = None  # consent on: the kept faces (photos: consent.Decision; video: one dict per kept track)
 
     def to_dict(self) -> dict:
         d = {
@@ -57,6 +59,8 @@ class FileResult:
             d["video"] = {"frames": v.frames, "shots": v.shots, "tracks": v.tracks, "detections": v.detections, "audio": v.audio, "seconds": round(v.seconds, 3)}
         if self.warnings:
             d["warnings"] = self.warnings
+        if self.kept is not None:
+            d["kept"] = [k if isinstance(k, dict) else k.to_dict() for k in self.kept]
         return d
 
 
@@ -71,6 +75,9 @@ class FileOptions:
     format: str | None = None
     skip_existing: bool = False
     video: VideoOptions = field(default_factory=VideoOptions)
+    boxes: BoxesFile | None = None  # --boxes: faces given per file (photos only)
+    boxes_mode: str = "add"  # "add": with our detector's; "only": instead of it
+    boxes_single: bool = False  # one input: a boxes file with a single entry applies to it whatever its name
 
     def __post_init__(self) -> None:
         if not 1 <= self.quality <= 100:
@@ -99,6 +106,9 @@ def process_file(anonymizer, source: str | os.PathLike, output: str | os.PathLik
         return _process_to_stdout(anonymizer, src, opts)
     dst = Path(output)
     check_output_name(src, dst, opts)
+    if opts.boxes is not None and is_video(src):
+        raise ValueError("--boxes works on photos only (--json lists one box per video track, not per frame); "
+                         "anonymize the video without --boxes")
     note = None
     if dst.exists() and same_file(src, dst):
         if not opts.overwrite_input:
@@ -125,10 +135,34 @@ def _in_place_target(path: Path) -> tuple[Path, str | None]:
 
 
 def _process_photo(anonymizer, src: Path, dst: Path, opts: FileOptions) -> FileResult:
+    boxes = given_boxes(src, opts)
     picture = read_image(src, anonymizer.max_pixels)
-    img, faces, caught = anonymizer.process_picture(picture)
-    write_atomic(dst, encode_output(img, picture, dst, opts))
-    return FileResult(str(src), str(dst), faces, picture.size, audited=caught)
+    c = _cover(anonymizer, picture, boxes, opts, str(src))
+    write_atomic(dst, encode_output(to_pil(picture, c.image), picture, dst, opts))
+    return FileResult(str(src), str(dst), c.faces, picture.size, audited=c.caught, kept=c.kept)
+
+
+def given_boxes(src: Path | None, opts: FileOptions) -> list | None:
+    """The faces `--boxes` lists for this photo (None without --boxes, or in "add" mode when
+    the file does not list it); in "only" mode a photo it does not list fails: covering
+    nothing would leak every face in it."""
+    if opts.boxes is None:
+        return None
+    faces = opts.boxes.faces_for(src, opts.boxes_single)
+    if faces is None and opts.boxes_mode == "only":
+        raise ValueError(f"--boxes {opts.boxes.path} lists no faces for this file (--boxes-mode only needs an entry for every input)")
+    return faces
+
+
+def _cover(anonymizer, picture, boxes: list | None, opts: FileOptions, label: str):
+    from .boxes import BoxesError, to_faces
+
+    if boxes is not None:
+        try:
+            boxes = to_faces(boxes, picture.rgb.shape[1], picture.rgb.shape[0], f"--boxes {opts.boxes.path} ({label})")
+        except BoxesError as e:
+            raise ValueError(str(e)) from None
+    return anonymizer.cover(picture.rgb, boxes, opts.boxes_mode)
 
 
 def check_output_name(src: Path, dst: Path, opts: FileOptions) -> None:
@@ -177,7 +211,8 @@ def _process_video_file(anonymizer, src: Path, dst: Path, opts: FileOptions) -> 
         stats = process_video(anonymizer, src, dst, video_opts)
     except av.FFmpegError as e:
         raise VideoError(f"video error: {e}") from None
-    return FileResult(str(src), str(dst), stats.first_faces, (stats.width, stats.height), video=stats, warnings=list(stats.warnings))
+    return FileResult(str(src), str(dst), stats.first_faces, (stats.width, stats.height), video=stats, warnings=list(stats.warnings),
+                      kept=stats.kept if getattr(anonymizer, "consent", None) is not None else None)
 
 
 def process_stream(anonymizer, data: bytes | Path, output: str | os.PathLike | None, options: FileOptions | None = None) -> FileResult:
@@ -186,16 +221,17 @@ def process_stream(anonymizer, data: bytes | Path, output: str | os.PathLike | N
     opts = options or FileOptions()
     if output is not None:
         check_output_name(Path("-"), Path(output), opts)
+    label = str(data) if isinstance(data, Path) else "<stdin>"
+    boxes = given_boxes(data if isinstance(data, Path) else None, opts)
     picture = read_image(data, anonymizer.max_pixels)
-    img, faces, caught = anonymizer.process_picture(picture)
-    encoded = encode_output(img, picture, output, opts)
+    c = _cover(anonymizer, picture, boxes, opts, label)
+    encoded = encode_output(to_pil(picture, c.image), picture, output, opts)
     if output is None:
         sys.stdout.buffer.write(encoded)
         sys.stdout.buffer.flush()
     else:
         write_atomic(output, encoded)
-    label = str(data) if isinstance(data, Path) else "<stdin>"
-    return FileResult(label, str(output) if output is not None else "<stdout>", faces, picture.size, audited=caught)
+    return FileResult(label, str(output) if output is not None else "<stdout>", c.faces, picture.size, audited=c.caught, kept=c.kept)
 
 
 def run_job(anonymizer, source: Path | None, output: Path | None, options: FileOptions, label: str | None = None) -> FileResult:

@@ -147,7 +147,11 @@ class FaceTracker:
         lag_tolerance: float = 0.08,
         smooth: bool = True,
         between_grow: float = 0.15,
+        merge_duplicates: bool = True,
     ) -> None:
+        # merge_duplicates: a second box on a tracked face is dropped (the track covers it).
+        # Consent turns it off: the tracked face may be shown, so the box gets its own track.
+        self.merge_duplicates = merge_duplicates
         self.between_grow = between_grow
         self.iou_threshold = iou_threshold
         self.max_distance = max_distance
@@ -159,6 +163,7 @@ class FaceTracker:
         self.tracks: list[Track] = []
         self.next_id = 0
         self.new_ids: list[int] = []  # tracks born on the last update
+        self.detected: dict[int, Face] = {}  # track id → its raw detection, on the last update
 
     def reset(self) -> None:
         self.tracks.clear()
@@ -197,6 +202,7 @@ class FaceTracker:
     # -- one frame --------------------------------------------------------------
     def update(self, t: float, faces: list[Face] | None, min_size: float = 0.0) -> list[TrackedFace]:
         self.new_ids = []
+        self.detected = {}
         if faces is None:
             return self._between(t)
         predicted = [self._predict(tr, t) for tr in self.tracks]
@@ -207,6 +213,7 @@ class FaceTracker:
         for i, j in matches:
             tr = self.tracks[i]
             out.append(TrackedFace(tr.id, self._correct(tr, faces[j], t), True))
+            self.detected[tr.id] = faces[j]
         keep: list[Track] = []
         for i, tr in enumerate(self.tracks):
             if i in matched_t:
@@ -222,13 +229,14 @@ class FaceTracker:
         for j, f in enumerate(faces):
             if j in matched_f:
                 continue
-            if any(_duplicate(f.box, mb) for mb in matched_boxes):
+            if self.merge_duplicates and any(_duplicate(f.box, mb) for mb in matched_boxes):
                 continue  # the same face seen twice (a second box on a tracked face): already covered
             tr = Track(self.next_id, OneEuroFilter(self.min_cutoff, self.beta), f, f, t, last_seen=t)
             tr.filter.reset(_pack(f), t)
             self.next_id += 1
             keep.append(tr)
             self.new_ids.append(tr.id)
+            self.detected[tr.id] = f
             out.append(TrackedFace(tr.id, f, True))
         self.tracks = keep
         out.sort(key=lambda tf: tf.track_id)

@@ -137,7 +137,8 @@ class VideoStats:
     height: int = 0
     audio: str = "none"  # none / copied / re-encoded / dropped
     shots: int = 1  # cuts found + 1 (tracks end at every cut)
-    first_faces: list[Face] = field(default_factory=list)  # one per track (its first box)
+    first_faces: list[Face] = field(default_factory=list)  # one per covered track (its first covered box)
+    kept: list[dict] = field(default_factory=list)  # consent on: one entry per track shown in some frame
     warnings: list[str] = field(default_factory=list)  # done, but not quite as asked (partial, padded)
 
     @property
@@ -162,8 +163,10 @@ class FrameProcessor:
     def __init__(self, anonymizer, options: TrackingOptions | None = None) -> None:
         self.anon = anonymizer
         self.options = opts = options or TrackingOptions()
-        # A held face is kept for max_missed detection passes, whatever N is.
-        self.tracker = FaceTracker(max_missed=opts.max_missed, smooth=opts.smooth)
+        # A held face is kept for max_missed detection passes, whatever N is. With
+        # consent a second box on a tracked face is its own track (the face may be shown).
+        consent = getattr(anonymizer, "consent", None) is not None
+        self.tracker = FaceTracker(max_missed=opts.max_missed, smooth=opts.smooth, merge_duplicates=not consent)
         self.cuts = CutDetector()
         self.cut = False  # did the last frame start a new shot?
         self.shots = 1
@@ -625,6 +628,11 @@ class _VideoJob:
         self.s, self.tmp, self.suffix, self.opts, self.on_frame, self.bar = s, tmp, suffix, opts, on_frame, bar
         self.proc = FrameProcessor(anonymizer, opts)
         self.look = Lookback(opts.lookback)
+        self.consent = None  # per-track decisions when the anonymizer keeps consenting faces
+        if getattr(anonymizer, "consent", None) is not None:
+            from .consent import TrackConsent
+
+            self.consent = TrackConsent(anonymizer.consent)
         self.stats = VideoStats()
         self.latencies: list[float] = []
         self.first_faces: dict[int, Face] = {}
@@ -652,7 +660,10 @@ class _VideoJob:
             self.first_t = t
         self.last_t = t
         tracked, new_ids = self.proc.track(rgb, t - self.s.start_time)
-        self.emit(self.look.push((rgb, pts, t, time.perf_counter() - t_in), tracked, new_ids, cut=self.proc.cut))
+        index = self.proc.index - 1
+        if self.consent is not None and self.proc.tracker.detected:
+            self.consent.observe(index, rgb, self.proc.tracker.detected)
+        self.emit(self.look.push((rgb, pts, t, time.perf_counter() - t_in, index), tracked, new_ids, cut=self.proc.cut))
         self.consumer.check()
 
     def start_encoder(self, width: int, height: int) -> None:
@@ -673,8 +684,10 @@ class _VideoJob:
         self.early_audio.clear()
 
     def emit(self, ready) -> None:
-        for (rgb, pts, t, spent), tracked in ready:
+        for (rgb, pts, t, spent, index), tracked in ready:
             c0 = time.perf_counter()
+            if self.consent is not None:
+                tracked, _ = self.consent.select(index, tracked)  # from here on: the faces covered
             covered = self.proc.cover(rgb, tracked)
             for tf in tracked:
                 self.first_faces.setdefault(tf.track_id, tf.face)
@@ -700,6 +713,7 @@ class _VideoJob:
         st.shots = self.proc.shots
         st.tracks = len(self.first_faces)
         st.first_faces = list(self.first_faces.values())
+        st.kept = self.consent.report() if self.consent is not None else []
         if self.latencies:
             lat = np.array(self.latencies) * 1000
             st.latency_ms_mean = float(lat.mean())
