@@ -12,7 +12,9 @@ closed, the share where the painted eye is closed too).
     python benchmarks/expression_follow.py --generator runs/expr/generator.onnx \
         --baseline src/anonyface/models/generator.onnx [VIDEO ...] [--json out.json]
 
-Defaults: ../shared/data/eval/*.mp4, 300 frames each. Faces narrower than
+First a talking, blinking head made from the bundled sample photo (mouth opened and
+closed, eyes shut, by warping), then the videos: defaults ../shared/data/eval/*.mp4,
+300 frames each. Faces narrower than
 --min-face px are skipped (the meter gives neutral values below its own floor).
 """
 
@@ -74,14 +76,72 @@ def talking_head(frames: list[np.ndarray], detector) -> list[np.ndarray]:
     return out
 
 
-def pairs(frames: list[np.ndarray], fps: float, generator: str, meter: ExpressionMeter, min_face: int, seed: int = 1):
-    """(original, painted) expression rows of every detected face ≥ min_face in every frame."""
+def _grid(image: np.ndarray):
+    h, w = image.shape[:2]
+    return np.meshgrid(np.arange(w, dtype=np.float32), np.arange(h, dtype=np.float32))
+
+
+def open_mouth(image: np.ndarray, face: Face, amount: float) -> np.ndarray:
+    """Pull the lower lip and jaw down by up to `amount` px (as tests/test_expression.py)."""
+    lm = face.landmarks
+    y0 = float(lm[3:5, 1].mean())
+    cx, w = float(lm[3:5, 0].mean()), float(lm[4, 0] - lm[3, 0])
+    xs, ys = _grid(image)
+    band = 0.25 * w
+    d = ys - y0
+    shift = amount * np.clip(d / band, 0, 1)
+    side = np.exp(-(((xs - cx) / (0.9 * w)) ** 4))
+    below = np.where(d > 3 * band + amount, np.exp(-(((d - 3 * band - amount) / band) ** 2)), 1.0)
+    return cv2.remap(image, xs, ys - shift * side * below, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
+
+
+def close_eyes(image: np.ndarray, face: Face, factor: float = 5.0) -> np.ndarray:
+    """Squeeze both eyes vertically towards their centre lines (a blink)."""
+    iod = float(np.hypot(*(face.landmarks[1] - face.landmarks[0])))
+    xs, ys = _grid(image)
+    dy = np.zeros_like(ys)
+    for e in face.landmarks[:2]:
+        weight = np.exp(-(((xs - e[0]) / (0.35 * iod)) ** 4 + ((ys - e[1]) / (0.2 * iod)) ** 4))
+        dy += (ys - e[1]) * (factor - 1) * weight
+    return cv2.remap(image, xs, ys + dy, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
+
+
+def sample_talking_head(detector, n: int = 60) -> list[np.ndarray]:
+    """A talking, blinking head made from the bundled sample photo: its largest face, cut
+    square (2.5 × the box) at HEAD_SIZE px, the mouth opening and closing (period 12
+    frames) and a blink (3 frames) every 20 frames."""
+    import anonyface
+
+    rgb = np.ascontiguousarray(cv2.imread(str(Path(anonyface.__file__).parent / "samples" / "group.jpg"))[..., ::-1])
+    big = max(detector.detect(rgb), key=lambda f: f.width)
+    cx, cy = (big.box[0] + big.box[2]) / 2, (big.box[1] + big.box[3]) / 2
+    side = 2.5 * max(big.width, big.height)
+    m = cv2.getAffineTransform(
+        np.float32([[cx - side / 2, cy - side / 2], [cx + side / 2, cy - side / 2], [cx - side / 2, cy + side / 2]]),
+        np.float32([[0, 0], [HEAD_SIZE, 0], [0, HEAD_SIZE]]))
+    head = cv2.warpAffine(rgb, m, (HEAD_SIZE, HEAD_SIZE), flags=cv2.INTER_AREA, borderMode=cv2.BORDER_REFLECT)
+    face = max(detector.detect(head), key=lambda f: f.width)
+    frames = []
+    for k in range(n):
+        img = open_mouth(head, face, 0.22 * face.height * max(0.0, np.sin(2 * np.pi * k / 12)))
+        if k % 20 in (8, 9, 10):
+            img = close_eyes(img, face)
+        frames.append(img)
+    return frames
+
+
+def pairs(frames: list[np.ndarray], fps: float, generator: str, meter: ExpressionMeter, min_face: int, seed: int = 1,
+          keep: list | None = None):
+    """(original, painted) expression rows of every detected face ≥ min_face in every frame
+    (with `keep`, the painted frames are appended to it)."""
     anon = Anonymizer(method="synth", generator=generator, seed=seed)
     proc = FrameProcessor(anon, TrackingOptions())
     orig, painted = [], []
     for i, rgb in enumerate(frames):
         tracked, _ = proc.track(rgb, i / fps)
         out = proc.cover(rgb, tracked)
+        if keep is not None:
+            keep.append(out)
         faces: list[Face] = [tf.face for tf in tracked if tf.detected and min(tf.face.width, tf.face.height) >= min_face]
         if not faces:
             continue
@@ -112,9 +172,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("videos", nargs="*")
     p.add_argument("--generator", required=True, help="the generator to judge (ONNX)")
     p.add_argument("--baseline", default=None, help="a second generator, e.g. the shipped one")
-    p.add_argument("--frames", type=int, default=300)
+    p.add_argument("--frames", type=int, default=300, help="frames per video (0: the sample talking head only)")
     p.add_argument("--min-face", type=int, default=40)
     p.add_argument("--json", default=None)
+    p.add_argument("--strip", default=None,
+                   help="write a frame strip of the sample talking head (original / each model) to this JPEG")
     args = p.parse_args(argv)
     videos = args.videos or sorted(glob.glob(str(Path(__file__).resolve().parents[1] / "../shared/data/eval/*.mp4")))
     if not videos:
@@ -123,9 +185,23 @@ def main(argv: list[str] | None = None) -> int:
     meter = ExpressionMeter()
     models = {"candidate": args.generator, **({"baseline": args.baseline} if args.baseline else {})}
     results = []
-    for path in videos:
+    detector = Anonymizer(method="blur").detector
+    sample = sample_talking_head(detector)
+    painted: dict[str, list] = {}
+    for name, gen in models.items():
+        painted[name] = []
+        a, b = pairs(sample, 25.0, gen, meter, args.min_face, keep=painted[name])
+        row = {"video": "sample group.jpg", "clip": "talking head (made)", "model": name, **follow_stats(a, b)}
+        results.append(row)
+        print(json.dumps(row), flush=True)
+    if args.strip:
+        pick = [0, 3, 6, 9, 15, 28]  # mouth shut, open, shut, a blink (9), open, a blink (28)
+        rows = [np.concatenate([sample[k] for k in pick], 1)] + [np.concatenate([painted[n][k] for k in pick], 1) for n in models]
+        strip = cv2.resize(np.concatenate(rows, 0), None, fx=0.5, fy=0.5, interpolation=cv2.INTER_AREA)
+        cv2.imwrite(args.strip, strip[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, 88])
+    for path in videos if args.frames > 0 else []:
         frames, fps = read_frames(path, args.frames)
-        head = talking_head(frames, Anonymizer(method="blur").detector)
+        head = talking_head(frames, detector)
         for clip, fr in (("frames", frames), ("talking head", head)):
             for name, gen in models.items():
                 a, b = pairs(fr, fps, gen, meter, args.min_face)

@@ -186,9 +186,17 @@ class Anonymizer:
 
         `keep_boxes`: faces a person chose to keep by pointing at them in this very
         picture (boxes, e.g. the outlines a web page shows and the user clicks): the
-        detection overlapping each (IoU ≥ 0.5) is kept, without face recognition."""
+        detection overlapping each (IoU ≥ 0.5) is kept, without face recognition.
+
+        With a seed, the photo's new faces are drawn from (seed, its pixels): the same
+        photo gives the same file whatever else is in the batch, and in whichever order
+        (a resumed run, a Ray cluster, the web page)."""
         if boxes_mode not in BOXES_MODES:
             raise ValueError(f"boxes_mode must be one of {', '.join(BOXES_MODES)}, got {boxes_mode!r}")
+        synth = self._strategies.get("synth")
+        if synth is not None and synth.seed is not None:
+            pixels = np.ascontiguousarray(rgb)
+            synth.reseed(repr(pixels.shape).encode() + hashlib.sha256(pixels).digest())
         given = to_faces(boxes, rgb.shape[1], rgb.shape[0]) if boxes is not None else []
         found = [] if boxes is not None and boxes_mode == "only" else self.detector.detect(rgb)
         faces = merge_boxes(found, given)
@@ -216,16 +224,7 @@ class Anonymizer:
         return Covered(out, faces, caught, kept)
 
     def process_picture(self, picture: Picture, boxes=None, boxes_mode: str = "add") -> tuple[Image.Image, list[Face], list[Face]]:
-        """(anonymized image in the photo's own mode, faces covered, faces the audit caught).
-
-        With a seed, the photo's new faces are drawn from (seed, its pixels): the same
-        photo gives the same file whatever else is in the batch, and in whichever order
-        (a resumed run, a Ray cluster).
-        """
-        synth = self._strategies.get("synth")
-        if synth is not None and synth.seed is not None:
-            rgb = np.ascontiguousarray(picture.rgb)
-            synth.reseed(repr(rgb.shape).encode() + hashlib.sha256(rgb).digest())
+        """(anonymized image in the photo's own mode, faces covered, faces the audit caught)."""
         out, faces, caught = self.cover_image(picture.rgb, boxes, boxes_mode)
         return to_pil(picture, out), faces, caught
 
