@@ -92,7 +92,8 @@ def open_mouth(image: np.ndarray, face: Face, amount: float) -> np.ndarray:
     shift = amount * np.clip(d / band, 0, 1)
     side = np.exp(-(((xs - cx) / (0.9 * w)) ** 4))
     below = np.where(d > 3 * band + amount, np.exp(-(((d - 3 * band - amount) / band) ** 2)), 1.0)
-    return cv2.remap(image, xs, ys - shift * side * below, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
+    return cv2.remap(image, xs, (ys - shift * side * below).astype(np.float32), cv2.INTER_LINEAR,
+                     borderMode=cv2.BORDER_REFLECT)
 
 
 def close_eyes(image: np.ndarray, face: Face, factor: float = 5.0) -> np.ndarray:
@@ -103,7 +104,7 @@ def close_eyes(image: np.ndarray, face: Face, factor: float = 5.0) -> np.ndarray
     for e in face.landmarks[:2]:
         weight = np.exp(-(((xs - e[0]) / (0.35 * iod)) ** 4 + ((ys - e[1]) / (0.2 * iod)) ** 4))
         dy += (ys - e[1]) * (factor - 1) * weight
-    return cv2.remap(image, xs, ys + dy, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
+    return cv2.remap(image, xs, (ys + dy).astype(np.float32), cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
 
 
 def sample_talking_head(detector, n: int = 60) -> list[np.ndarray]:
@@ -123,7 +124,7 @@ def sample_talking_head(detector, n: int = 60) -> list[np.ndarray]:
     face = max(detector.detect(head), key=lambda f: f.width)
     frames = []
     for k in range(n):
-        img = open_mouth(head, face, 0.22 * face.height * max(0.0, np.sin(2 * np.pi * k / 12)))
+        img = open_mouth(head, face, float(0.22 * face.height * max(0.0, np.sin(2 * np.pi * k / 12))))
         if k % 20 in (8, 9, 10):
             img = close_eyes(img, face)
         frames.append(img)
@@ -135,7 +136,7 @@ def pairs(frames: list[np.ndarray], fps: float, generator: str, meter: Expressio
     """(original, painted) expression rows of every detected face ≥ min_face in every frame
     (with `keep`, the painted frames are appended to it)."""
     anon = Anonymizer(method="synth", generator=generator, seed=seed)
-    proc = FrameProcessor(anon, TrackingOptions())
+    proc = FrameProcessor(anon, TrackingOptions(detect_every=1))  # measure every frame: following, not tracking
     orig, painted = [], []
     for i, rgb in enumerate(frames):
         tracked, _ = proc.track(rgb, i / fps)
