@@ -29,13 +29,15 @@ def test_fine_pyramid_from_reduced_size_levels_are_three_apart(detector):
 
 def test_video_fine_pass_levels(detector, monkeypatch):
     """720p: 427 + 1280 (levels ≤ 3 apart); 4K keeps the photo pyramid (its large faces
-    need a level no larger than 640)."""
+    need a level no larger than 640); frames the photo pyramid sees in one pass keep it."""
     seen = []
     monkeypatch.setattr(detector, "_rows", lambda image, coarsest=None: seen.append(coarsest) or [])
     proc = FrameProcessor(_anonymizer(detector), TrackingOptions(fine_every=1))
     proc._detect(np.full((720, 1280, 3), 128, np.uint8))
     proc._detect(np.full((2160, 3840, 3), 128, np.uint8))
-    assert seen == [427, None]
+    proc._detect(np.full((480, 640, 3), 128, np.uint8))  # one pass already
+    proc._detect(np.full((750, 1000, 3), 128, np.uint8))  # one pass already (1000 < 640 × √3)
+    assert seen == [427, None, None, None]
 
 
 def test_fine_pyramid_finds_the_same_faces_on_the_group_photo(detector):

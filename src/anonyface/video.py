@@ -185,13 +185,15 @@ class FrameProcessor:
         self.passes += 1
         if fine:
             det = self.anon.detector
-            coarsest = max(size, math.ceil(long / FaceDetector.LEVEL_STEP))
-            if isinstance(det, FaceDetector) and coarsest <= det.max_size:
-                # Start the pyramid at the reduced pass's size, not at 640, when that
-                # keeps levels at most three apart and the large faces in view:
-                # 1280×720 is looked at at 427 + 1280 instead of 640 + 1280 (docs/speed.md).
-                return det.detect(rgb, coarsest=coarsest), 0.0
-            return det.detect(rgb), 0.0
+            if isinstance(det, FaceDetector):
+                # Start the pyramid at the reduced pass's size instead of 640 when that is
+                # fewer pixels, keeps levels at most three apart and the large faces in
+                # view: 1280×720 is looked at at 427 + 1280, not 640 + 1280 (docs/speed.md).
+                coarsest = max(size, math.ceil(long / FaceDetector.LEVEL_STEP))
+                cost = lambda scales: sum(s * s for s in scales)  # noqa: E731
+                if coarsest <= det.max_size and cost(det.scales(w, h, coarsest)) < cost(det.scales(w, h)):
+                    return det.detect(rgb, coarsest=coarsest), 0.0
+            return self.anon.detector.detect(rgb), 0.0
         s = size / long
         small = cv2.resize(rgb, (max(1, round(w * s)), max(1, round(h * s))), interpolation=cv2.INTER_AREA)
         faces = self.anon.detector.detect(small)
