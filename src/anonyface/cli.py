@@ -153,7 +153,7 @@ def _add_video_arguments(p: argparse.ArgumentParser) -> None:
     )
     g.add_argument("--codec", metavar="NAME", help="video encoder (default: libx264; libvpx-vp9 for .webm, mpeg4 for .avi)")
     g.add_argument("--crf", type=int, metavar="N", help="quality, lower is better (default: 20 for libx264, 32 for VP9, 24 for libx265)")
-    g.add_argument("--preset", metavar="NAME", help="x264/x265 speed preset (default: medium)")
+    g.add_argument("--preset", metavar="NAME", help="x264/x265 speed preset (default: veryfast for x264, medium for x265)")
     g.add_argument("--start", type=float, metavar="SEC", help="process from this time on (seconds)")
     g.add_argument("--end", type=float, metavar="SEC", help="stop at this time (seconds)")
     g.add_argument("--keep-audio", dest="keep_audio", action="store_true", default=_VIDEO.keep_audio, help="copy the audio streams untouched (default)")

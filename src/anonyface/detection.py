@@ -126,13 +126,15 @@ class FaceDetector:
         return rows
 
     # -- the pyramid --------------------------------------------------------
-    def scales(self, width: int, height: int) -> list[float]:
-        """Scales of the passes for an image of this size, coarsest first."""
+    def scales(self, width: int, height: int, coarsest: int | None = None) -> list[float]:
+        """Scales of the passes for an image of this size, coarsest first; `coarsest`
+        overrides `max_size` (the long side of the coarsest pass)."""
         long = max(width, height)
-        if long <= self.max_size:
+        top = coarsest or self.max_size
+        if long <= top:
             return [1.0]
         out = []
-        s = self.max_size / long
+        s = top / long
         while s < 1.0 / math.sqrt(self.LEVEL_STEP):
             out.append(s)
             s *= self.LEVEL_STEP
@@ -153,8 +155,11 @@ class FaceDetector:
             for x in starts(width)
         ]
 
-    def detect(self, image: np.ndarray) -> list[Face]:
+    def detect(self, image: np.ndarray, coarsest: int | None = None) -> list[Face]:
         """All faces with score ≥ threshold in an RGB uint8 image, best first.
+
+        `coarsest`: long side of the coarsest pass instead of `max_size` (video passes
+        the size of its reduced pass, so the two share a level; docs/speed.md).
 
         A dark image (mean grey level under `DARK_MEAN`: a dim room, an audience in
         the dark) is also looked at brightened (gamma 0.5) and the two looks merged:
@@ -162,9 +167,9 @@ class FaceDetector:
         plain look finds 5 (docs/detection.md)."""
         if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
             raise ValueError("detect() expects an RGB uint8 image of shape (H, W, 3)")
-        found = self._rows(image)
+        found = self._rows(image, coarsest)
         if self.brighten_dark and float(image[::4, ::4].mean()) < DARK_MEAN:
-            found += self._rows(_BRIGHTEN[image])
+            found += self._rows(_BRIGHTEN[image], coarsest)
         if not found:
             return []
         rows = merge_detections(np.concatenate(found))
@@ -173,11 +178,11 @@ class FaceDetector:
             for r in rows
         ]
 
-    def _rows(self, image: np.ndarray) -> list[np.ndarray]:
+    def _rows(self, image: np.ndarray, coarsest: int | None = None) -> list[np.ndarray]:
         """Raw detections (image pixels) of every level and tile of the pyramid."""
         h, w = image.shape[:2]
         found: list[np.ndarray] = []
-        scales = self.scales(w, h)
+        scales = self.scales(w, h, coarsest)
         for s in scales:
             if s == 1.0:
                 level = image
