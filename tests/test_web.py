@@ -252,7 +252,7 @@ def test_openapi_matches_routes_and_cli_options(client):
     assert {"file", "method", "threshold", "mask_scale", "blocks", "no_audit", "keep_metadata", "crf"} <= set(fields)
     assert fields["method"]["enum"] == ["synth", "blur", "pixelate", "solid"] and fields["mask_scale"]["default"] == 1.3
     assert not {"max_pixels", "output", "in_place", "json"} & set(fields)
-    assert set(fields) - {"file"} == {field_name(a) for a in form_actions()}
+    assert set(fields) - {"file", "keep_boxes"} == {field_name(a) for a in form_actions()}
     parse_options({"threshold": "0.4", "no_smooth": "true", "crf": "30"})  # the documented names parse
     docs = client.get("/docs")
     assert docs.status_code == 200 and "mask_scale" in docs.text and "<script" not in docs.text
@@ -295,3 +295,65 @@ def test_live_frames_are_tracked_and_covered(client, web_server, astronaut):
     assert client.post("/v1/live", params={"session": "test-camera-2"}, content=b"nope").status_code == 415
     assert client.delete("/v1/live", params={"session": "test-camera-1"}).json() == {"ended": True}
     assert client.get("/v1/health").json()["live_sessions"] == 0
+
+
+def _anonymize_events(client, body: bytes, name: str, data: dict) -> tuple[dict, bytes]:
+    """(report, result bytes) of an upload through the page's way: server-sent events, then the result."""
+    with client.stream("POST", "/v1/anonymize", files={"file": (name, body)}, data=data,
+                       headers={"accept": "text/event-stream"}) as r:
+        assert r.status_code == 200, r.read()
+        evs = events(r.read().decode())
+    assert evs[-1][0] == "done", evs
+    done = evs[-1][1]
+    return done["report"], client.get(done["result"]).content
+
+
+def test_keep_boxes_leaves_the_chosen_face_and_covers_every_other(client):
+    """The page's click: one face's box in `keep_boxes`; its pixels come back as they were
+    (PNG out, so no re-encoding noise), every other face is covered, the report says which."""
+    faces = client.post("/v1/detect", files={"file": ("g.jpg", SAMPLE.read_bytes())}).json()["faces"]
+    assert len(faces) >= 5
+    keep = faces[1]["box"]
+    report, data = _anonymize_events(client, SAMPLE.read_bytes(), "group.jpg",
+                                     {"method": "pixelate", "format": "png", "keep_boxes": json.dumps([keep])})
+    assert [k["box"] for k in report["kept"]] == [keep] and report["kept"][0]["reference"] == "chosen by hand"
+    assert len(report["faces"]) == len(faces) - 1 and keep not in [f["box"] for f in report["faces"]]
+    before = np.asarray(Image.open(SAMPLE).convert("RGB"), np.float32)
+    after = np.asarray(Image.open(io.BytesIO(data)).convert("RGB"), np.float32)
+
+    def inner(img, box):  # the face's middle: a neighbour's covered ellipse may reach its box's edge
+        x1, y1, x2, y2 = box
+        dx, dy = (x2 - x1) / 4, (y2 - y1) / 4
+        return img[int(y1 + dy):int(y2 - dy), int(x1 + dx):int(x2 - dx)]
+
+    assert np.abs(inner(before, keep) - inner(after, keep)).max() == 0  # the kept face, untouched
+    for f in faces:
+        if f["box"] != keep:
+            assert np.abs(inner(before, f["box"]) - inner(after, f["box"])).mean() > 10, f["box"]  # every other covered
+    none_kept, _ = _anonymize_events(client, SAMPLE.read_bytes(), "group.jpg", {"method": "blur", "keep_boxes": "[]"})
+    assert none_kept.get("kept") is None and len(none_kept["faces"]) == len(faces)
+
+
+@pytest.mark.parametrize("value,status,words", [
+    ("[[1, 2, 3]]", 400, "[x1, y1, x2, y2]"),
+    ("not json", 400, "must be JSON"),
+    ('{"box": [1, 2, 3, 4]}', 400, "must be a list"),
+    ('[[50, 50, 10, 10]]', 400, "empty"),
+    ('[[0, 0, "a", 10]]', 400, "finite number"),
+    ("[[0, 0, NaN, 10]]", 400, "finite number"),
+    (json.dumps([[0, 0, 10, 10]] * 201), 400, "at most 200"),
+    ("[[5000, 5000, 5100, 5100]]", 422, "outside"),
+])
+def test_bad_keep_boxes_get_4xx(client, value, status, words):
+    r = client.post("/v1/anonymize", files={"file": ("g.jpg", SAMPLE.read_bytes())}, data={"method": "blur", "keep_boxes": value})
+    assert r.status_code == status, r.text
+    assert words in r.json()["error"] and "keep_boxes" in r.json()["error"]
+
+
+def test_keep_boxes_refused_for_video(client, tmp_path):
+    from test_video import make_clip
+
+    make_clip(tmp_path / "c.mp4", frames=2, audio=None)
+    r = client.post("/v1/anonymize", files={"file": ("c.mp4", (tmp_path / "c.mp4").read_bytes())},
+                    data={"method": "blur", "keep_boxes": "[[0, 0, 10, 10]]"})
+    assert r.status_code == 400 and "photos only" in r.json()["error"] and "--keep" in r.json()["error"]

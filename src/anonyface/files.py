@@ -78,6 +78,7 @@ class FileOptions:
     boxes: BoxesFile | None = None  # --boxes: faces given per file (photos only)
     boxes_mode: str = "add"  # "add": with our detector's; "only": instead of it
     boxes_single: bool = False  # one input: a boxes file with a single entry applies to it whatever its name
+    keep_boxes: list | None = None  # faces chosen by hand to keep, [x1, y1, x2, y2] each (photos only; the web page's clicks)
 
     def __post_init__(self) -> None:
         if not 1 <= self.quality <= 100:
@@ -109,6 +110,9 @@ def process_file(anonymizer, source: str | os.PathLike, output: str | os.PathLik
     if opts.boxes is not None and is_video(src):
         raise ValueError("--boxes works on photos only (--json lists one box per video track, not per frame); "
                          "anonymize the video without --boxes")
+    if opts.keep_boxes and is_video(src):
+        raise ValueError("faces chosen by hand (keep_boxes) are kept in photos only; for a video, keep people with "
+                         "reference photos (--keep)")
     note = None
     if dst.exists() and same_file(src, dst):
         if not opts.overwrite_input:
@@ -157,12 +161,16 @@ def given_boxes(src: Path | None, opts: FileOptions) -> list | None:
 def _cover(anonymizer, picture, boxes: list | None, opts: FileOptions, label: str):
     from .boxes import BoxesError, to_faces
 
-    if boxes is not None:
-        try:
-            boxes = to_faces(boxes, picture.rgb.shape[1], picture.rgb.shape[0], f"--boxes {opts.boxes.path} ({label})")
-        except BoxesError as e:
-            raise ValueError(str(e)) from None
-    return anonymizer.cover(picture.rgb, boxes, opts.boxes_mode)
+    h, w = picture.rgb.shape[:2]
+    keep = None
+    try:
+        if boxes is not None:
+            boxes = to_faces(boxes, w, h, f"--boxes {opts.boxes.path} ({label})")
+        if opts.keep_boxes:
+            keep = to_faces(opts.keep_boxes, w, h, "keep_boxes")  # a box off this picture points at no face in it
+    except BoxesError as e:
+        raise ValueError(str(e)) from None
+    return anonymizer.cover(picture.rgb, boxes, opts.boxes_mode, keep_boxes=keep)
 
 
 def check_output_name(src: Path, dst: Path, opts: FileOptions) -> None:

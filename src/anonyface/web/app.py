@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import hmac
 import json
 import shutil
@@ -36,7 +37,7 @@ from .jobs import (
     WorkerPool, classify, friendly, run_anonymize, run_detect,
 )
 from .openapi import docs_page, openapi_spec
-from .options import OptionError, parse_options, with_frame_limit
+from .options import KEEP_BOXES_FIELD, OptionError, parse_keep_boxes, parse_options, with_frame_limit
 
 CHUNK = 1 << 20
 STATIC_TYPES = {".html": "text/html; charset=utf-8", ".js": "text/javascript; charset=utf-8", ".css": "text/css; charset=utf-8"}
@@ -291,8 +292,14 @@ def create_app(config: ServerConfig | None = None, models: Models | None = None)
 
     async def _anonymize(request: Request, job: Job) -> Response:
         upload, fields = await server.receive(request, job)
+        keep_text = fields.pop(KEEP_BOXES_FIELD, None)
         opts = parse_options(fields)
         files = with_frame_limit(opts.files, config.max_frame_pixels)
+        if keep_text is not None:
+            if upload.kind == "video":
+                raise HTTPError(400, "keep_boxes (faces chosen by hand) works on photos only; to keep a person in a "
+                                     "video, use the command line: anonyface --keep THEIR_PHOTO.jpg video.mp4")
+            files = dataclasses.replace(files, keep_boxes=parse_keep_boxes(keep_text) or None)
         anon = server.models.anonymizer(opts, config.max_pixels)
         if "text/event-stream" in request.headers.get("accept", ""):
             return ReleasingResponse(_events(request, job, anon, upload, files), media_type="text/event-stream",

@@ -8,7 +8,7 @@ import html
 
 from .. import __version__
 from .jobs import ServerConfig
-from .options import openapi_fields
+from .options import KEEP_BOXES_FIELD, MAX_KEEP_BOXES, openapi_fields
 
 _ERROR = {"$ref": "#/components/schemas/Error"}
 
@@ -73,7 +73,12 @@ def openapi_spec(config: ServerConfig) -> dict:
                                "server-sent events instead: `queued`, `progress` ({frames, total}) for a video, then "
                                "`done` ({result, filename, media_type, report}: GET `result` once to download) or "
                                "`error` ({status, error}); closing the stream cancels the job.",
-                "requestBody": _upload_body(fields),
+                "requestBody": _upload_body({**fields, KEEP_BOXES_FIELD: {
+                    "type": "string", "description":
+                        "photos only: faces to leave visible, chosen by hand (the page's clicks), as JSON "
+                        f"[[x1, y1, x2, y2], ...] in the photo's pixels (at most {MAX_KEEP_BOXES}); the detected face "
+                        "overlapping each box (IoU ≥ 0.5) is kept, every other face is covered and audited. The "
+                        "report's `kept` lists them. Refused for a video (the command line's --keep does videos)."}}),
                 "responses": {
                     "200": {"description": "the anonymized file, or the event stream",
                             "headers": {"X-Anonyface-Faces": {"schema": {"type": "integer"}}},

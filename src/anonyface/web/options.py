@@ -98,6 +98,41 @@ def parse_options(fields: dict[str, str]) -> JobOptions:
     return JobOptions(args.method, args.threshold, args.seed, args.audit, args.unsafe, settings, files)
 
 
+#: Faces a request may choose to keep (`keep_boxes`); a photo with more faces than this is a crowd.
+MAX_KEEP_BOXES = 200
+KEEP_BOXES_FIELD = "keep_boxes"
+
+
+def parse_keep_boxes(text: str) -> list[list[float]]:
+    """The `keep_boxes` field: a JSON list of [x1, y1, x2, y2] boxes in the photo's pixels
+    (the faces the user clicked on the page), checked for shape; whether each lies on the
+    photo is checked when it is read. Raises `OptionError`."""
+    import json
+
+    from ..boxes import BoxesError, face_from
+
+    if len(text) > 64 * MAX_KEEP_BOXES:
+        raise OptionError(f"keep_boxes is too long: at most {MAX_KEEP_BOXES} boxes")
+    try:
+        doc = json.loads(text)
+    except ValueError:
+        raise OptionError("keep_boxes must be JSON: a list of [x1, y1, x2, y2] boxes in the photo's pixels, "
+                          'e.g. [[10, 20, 110, 140]]') from None
+    if not isinstance(doc, list):
+        raise OptionError(f"keep_boxes must be a list of [x1, y1, x2, y2] boxes, got {type(doc).__name__}")
+    if len(doc) > MAX_KEEP_BOXES:
+        raise OptionError(f"keep_boxes lists {len(doc)} boxes; at most {MAX_KEEP_BOXES}")
+    out = []
+    for i, box in enumerate(doc):
+        if not isinstance(box, list):  # boxes only: no dicts, no landmarks
+            raise OptionError(f"keep_boxes[{i}]: a box is [x1, y1, x2, y2], got {box!r}")
+        try:
+            out.append(list(face_from(box, f"keep_boxes[{i}]").box))
+        except BoxesError as e:
+            raise OptionError(str(e)) from None
+    return out
+
+
 def with_frame_limit(files: FileOptions, max_pixels: int) -> FileOptions:
     return dataclasses.replace(files, video=dataclasses.replace(files.video, max_pixels=max_pixels))
 
