@@ -7,6 +7,7 @@ request to anywhere but the server."""
 from __future__ import annotations
 
 import io
+import json
 import os
 import shutil
 import zipfile
@@ -207,3 +208,85 @@ def test_drag_and_drop(page, astronaut):
     assert item.locator(".name").inner_text() == "dropped.png"
     assert item.locator(".status").inner_text() == "1 face covered"
     assert item.locator("a.download").get_attribute("download") == "dropped_anonymized.png"
+
+
+def _inner(img: np.ndarray, box) -> np.ndarray:
+    """A face's middle: a neighbour's covered ellipse may reach the edge of its box."""
+    x1, y1, x2, y2 = box
+    dx, dy = (x2 - x1) / 4, (y2 - y1) / 4
+    return img[int(y1 + dy):int(y2 - dy), int(x1 + dx):int(x2 - dx)]
+
+
+def _download_keeps_exactly(page, item, tmp_path, boxes: list, kept: set[int]) -> None:
+    with page.expect_download() as dl:
+        item.locator("a.download").click()
+    out = tmp_path / f"kept-{'-'.join(map(str, sorted(kept)))}.png"
+    dl.value.save_as(out)
+    before = np.asarray(Image.open(SAMPLE).convert("RGB"), np.int16)
+    after = np.asarray(Image.open(out).convert("RGB"), np.int16)
+    for i, box in enumerate(boxes):
+        diff = np.abs(_inner(before, box) - _inner(after, box))
+        if i in kept:
+            assert diff.max() == 0, f"kept face {i + 1} changed"
+        else:
+            assert diff.mean() > 10, f"face {i + 1} not covered"
+
+
+def test_click_faces_to_keep_them_visible(page, tmp_path):
+    """Photo → outlines of its faces; a click (and Space on a face reached with Tab) keeps one;
+    the photo is made again with it and the download leaves exactly the kept faces as they were."""
+    page.check('input[name="method"][value="pixelate"]')
+    page.click("summary")
+    page.select_option("#format", "png")  # lossless: a kept face is byte for byte the original's pixels
+    page.set_input_files("#pick", str(SAMPLE))
+    item = page.locator(".item.done")
+    item.wait_for(timeout=60_000)
+    faces = item.locator("button.face")
+    n = faces.count()
+    assert n >= 5 and n == int(item.get_attribute("data-faces"))
+    assert [faces.nth(i).get_attribute("aria-pressed") for i in range(n)] == ["false"] * n
+    assert [faces.nth(i).get_attribute("aria-label") for i in range(n)] == [f"Keep face {i + 1}" for i in range(n)]
+    assert item.locator(".kept-list").inner_text().startswith("Every face is covered")
+    boxes = [json.loads(faces.nth(i).get_attribute("data-box")) for i in range(n)]
+    assert boxes == sorted(boxes)  # numbered left to right
+
+    def ready(kept: int) -> None:
+        page.wait_for_function(f"""() => {{ const li = document.querySelector('.item.done');
+            return !li.classList.contains('stale') && / {kept} kept visible$/.test(li.querySelector('.status').textContent); }}""",
+                               timeout=60_000)
+
+    faces.nth(1).click()
+    assert faces.nth(1).get_attribute("aria-pressed") == "true"
+    assert item.locator("a.download").get_attribute("aria-disabled") == "true"  # no stale download meanwhile
+    ready(1)
+    assert "face 2 (green outline)" in item.locator(".kept-list").inner_text()
+    page.screenshot(path="/tmp/webkeep-kept.png", full_page=True)
+    assert item.locator(".slider").input_value() == "0"  # the preview shows what the download holds
+    _download_keeps_exactly(page, item, tmp_path, boxes, {1})
+
+    faces.nth(1).focus()
+    page.keyboard.press("Tab")  # to the next face
+    assert page.evaluate("document.activeElement.getAttribute('aria-label')") == "Keep face 3"
+    page.keyboard.press("Space")
+    assert faces.nth(2).get_attribute("aria-pressed") == "true"
+    ready(2)
+    assert "faces 2, 3" in item.locator(".kept-list").inner_text()
+    _download_keeps_exactly(page, item, tmp_path, boxes, {1, 2})
+
+    faces.nth(1).focus()
+    page.keyboard.press("Enter")  # Enter toggles too: face 2 covered again
+    assert faces.nth(1).get_attribute("aria-pressed") == "false"
+    ready(1)
+    _download_keeps_exactly(page, item, tmp_path, boxes, {2})
+
+
+def test_video_says_keeping_faces_is_for_the_command_line(page, tmp_path):
+    from test_video import make_clip
+
+    make_clip(tmp_path / "short.mp4", frames=4, audio=None, size=(160, 120))
+    page.check('input[name="method"][value="blur"]')
+    page.set_input_files("#pick", str(tmp_path / "short.mp4"))
+    item = page.locator(".item.done")
+    item.wait_for(timeout=60_000)
+    assert "--keep" in item.locator(".video-keep-note").inner_text()
+    assert item.locator("button.face").count() == 0

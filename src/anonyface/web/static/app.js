@@ -125,45 +125,59 @@ function showError(item, message) {
   item.li.classList.add("failed");
 }
 
-async function process(item) {
-  const isVideo = item.file.type.startsWith("video/") || /\.(mp4|mov|m4v|mkv|webm|avi)$/i.test(item.file.name);
+class ServerError extends Error {}
+
+// One pass of the file through /v1/anonymize with the item's options (and `extra` fields):
+// {report, blob, filename}; throws ServerError (the server's words) or AbortError.
+async function anonymizeOnce(item, extra = {}) {
   const form = new FormData();
-  for (const [k, v] of Object.entries(optionFields())) form.append(k, v);
+  for (const [k, v] of Object.entries({ ...item.fields, ...extra })) form.append(k, v);
   form.append("file", item.file, item.file.name);
   item.controller = new AbortController();
+  const signal = item.controller.signal;
+  const response = await fetch("/v1/anonymize", {
+    method: "POST", body: form, signal, headers: authHeaders({ Accept: "text/event-stream" }),
+  });
+  if (!response.ok) {
+    if (response.status === 401) $("#token-box").hidden = false;
+    throw new ServerError(await errorText(response));
+  }
+  for await (const ev of readEvents(response)) {
+    if (ev.name === "queued") {
+      setStatus(item, ev.data.waiting ? `Waiting for the server (${ev.data.waiting} ahead)…` : "Working…");
+    } else if (ev.name === "progress") {
+      const { frames, total } = ev.data;
+      const bar = $("progress", item.li);
+      if (total) bar.value = Math.min(100, (100 * frames) / total);
+      setStatus(item, total ? `Working… ${frames} of ${total} frames` : `Working… ${frames} frames`);
+    } else if (ev.name === "error") {
+      throw new ServerError(ev.data.error);
+    } else if (ev.name === "done") {
+      setStatus(item, "Downloading…");
+      const r = await fetch(ev.data.result, { headers: authHeaders(), signal });
+      if (!r.ok) throw new ServerError(await errorText(r));
+      return { report: ev.data.report, blob: await r.blob(), filename: ev.data.filename };
+    }
+  }
+  throw new ServerError("the server closed the connection before the file was done");
+}
+
+function failureText(e) {
+  return e instanceof ServerError ? e.message : `the server could not be reached (${e.message})`;
+}
+
+async function process(item) {
+  const isVideo = item.file.type.startsWith("video/") || /\.(mp4|mov|m4v|mkv|webm|avi)$/i.test(item.file.name);
+  item.fields = optionFields();  // kept: a remake (faces chosen to keep) uses the same options
   setStatus(item, "Uploading…");
   try {
-    const response = await fetch("/v1/anonymize", {
-      method: "POST", body: form, signal: item.controller.signal,
-      headers: authHeaders({ Accept: "text/event-stream" }),
-    });
-    if (!response.ok) {
-      if (response.status === 401) $("#token-box").hidden = false;
-      return showError(item, await errorText(response));
-    }
-    for await (const ev of readEvents(response)) {
-      if (ev.name === "queued") {
-        setStatus(item, ev.data.waiting ? `Waiting for the server (${ev.data.waiting} ahead)…` : "Working…");
-      } else if (ev.name === "progress") {
-        const { frames, total } = ev.data;
-        const bar = $("progress", item.li);
-        if (total) bar.value = Math.min(100, (100 * frames) / total);
-        setStatus(item, total ? `Working… ${frames} of ${total} frames` : `Working… ${frames} frames`);
-      } else if (ev.name === "error") {
-        return showError(item, ev.data.error);
-      } else if (ev.name === "done") {
-        setStatus(item, "Downloading…");
-        const r = await fetch(ev.data.result, { headers: authHeaders(), signal: item.controller.signal });
-        if (!r.ok) return showError(item, await errorText(r));
-        item.blob = await r.blob();
-        item.filename = ev.data.filename;
-        return showResult(item, ev.data.report, isVideo);
-      }
-    }
-    showError(item, "the server closed the connection before the file was done");
+    const out = await anonymizeOnce(item);
+    item.blob = out.blob;
+    item.filename = out.filename;
+    showResult(item, out.report, isVideo);
   } catch (e) {
     if (e.name === "AbortError") return finish(item, "Cancelled");
-    showError(item, `the server could not be reached (${e.message})`);
+    showError(item, failureText(e));
   } finally {
     item.controller = null;
   }
@@ -172,7 +186,133 @@ async function process(item) {
 function faceText(report, isVideo) {
   const n = report.faces_found;
   if (isVideo) return `${n} ${n === 1 ? "person" : "people"} covered in ${report.video ? report.video.frames : "?"} frames`;
-  return `${n} ${n === 1 ? "face" : "faces"} covered`;
+  const kept = report.kept ? report.kept.length : 0;
+  return `${n} ${n === 1 ? "face" : "faces"} covered` + (kept ? `, ${kept} kept visible` : "");
+}
+
+// -- faces to keep (photos): outlines on the picture, each a toggle button ---------------
+// Clicking one (or Enter / Space on it) marks it kept; the photo is then made again with
+// the kept faces' boxes in `keep_boxes`, and the download is that new result.
+function iou(a, b) {
+  const w = Math.max(0, Math.min(a[2], b[2]) - Math.max(a[0], b[0]));
+  const h = Math.max(0, Math.min(a[3], b[3]) - Math.max(a[1], b[1]));
+  const inter = w * h;
+  return inter / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter);
+}
+
+function showFaces(item, report) {
+  const li = item.li;
+  // the detector's faces, left to right (the audit's catches are not choosable: they are blurred)
+  item.faces = [...report.faces, ...(report.kept || [])]
+    .map((f) => ({ box: f.box, kept: false }))
+    .sort((a, b) => a.box[0] - b.box[0]);
+  item.size = [report.width, report.height];
+  const layer = $(".faces", li);
+  layer.replaceChildren();
+  item.faces.forEach((face, i) => {
+    const [x1, y1, x2, y2] = face.box;
+    const [w, h] = item.size;
+    const b = document.createElement("button");
+    b.type = "button";
+    b.className = "face";
+    b.dataset.box = JSON.stringify(face.box);
+    b.setAttribute("aria-label", `Keep face ${i + 1}`);
+    b.setAttribute("aria-pressed", "false");
+    b.title = `Face ${i + 1}: click to keep it visible`;
+    Object.assign(b.style, {
+      left: `${(100 * Math.max(0, x1)) / w}%`, top: `${(100 * Math.max(0, y1)) / h}%`,
+      width: `${(100 * (Math.min(w, x2) - Math.max(0, x1))) / w}%`, height: `${(100 * (Math.min(h, y2) - Math.max(0, y1))) / h}%`,
+    });
+    const tag = document.createElement("span");
+    tag.className = "tag";
+    tag.textContent = String(i + 1);
+    b.append(tag);
+    b.addEventListener("click", () => {
+      face.kept = !face.kept;
+      if (item.showAnonymized) item.showAnonymized();  // the preview is then what the download holds
+      drawFaces(item);
+      scheduleRemake(item);
+    });
+    face.button = b;
+    layer.append(b);
+  });
+  $(".keep-hint", li).hidden = item.faces.length === 0;
+  drawFaces(item);
+}
+
+function drawFaces(item) {
+  const kept = [];
+  item.faces.forEach((face, i) => {
+    face.button.setAttribute("aria-pressed", String(face.kept));
+    face.button.title = face.kept ? `Face ${i + 1}: kept visible (click to cover it)` : `Face ${i + 1}: covered (click to keep it visible)`;
+    if (face.kept) kept.push(i + 1);
+  });
+  const list = $(".kept-list", item.li);
+  list.hidden = item.faces.length === 0;
+  list.textContent = kept.length
+    ? `Kept visible in the download: ${kept.length === 1 ? "face" : "faces"} ${kept.join(", ")} (green outline). Every other face is covered.`
+    : "Every face is covered (dashed outlines).";
+  item.li.dataset.kept = String(kept.length);
+}
+
+function setStale(item, stale) {
+  const link = $(".download", item.li);
+  item.stale = stale;
+  item.li.classList.toggle("stale", stale);
+  if (stale) {
+    link.removeAttribute("href");
+    link.setAttribute("aria-disabled", "true");
+    link.textContent = "Updating the download…";
+  } else {
+    link.href = item.url;
+    link.removeAttribute("aria-disabled");
+    link.textContent = `Download ${item.filename}`;
+  }
+  updateBar();
+}
+
+function scheduleRemake(item) {
+  setStale(item, true);
+  clearTimeout(item.remakeTimer);
+  if (item.controller) item.controller.abort();  // a newer choice replaces the one in progress
+  item.remakeTimer = setTimeout(() => remake(item), 250);
+}
+
+async function remake(item) {
+  const turn = (item.turn = (item.turn || 0) + 1);
+  const keep = item.faces.filter((f) => f.kept).map((f) => f.box);
+  const p = $(".error", item.li);
+  p.hidden = true;
+  setStatus(item, "Updating…");
+  try {
+    const out = await anonymizeOnce(item, keep.length ? { keep_boxes: JSON.stringify(keep) } : {});
+    if (turn !== item.turn) return;
+    URL.revokeObjectURL(item.url);
+    item.blob = out.blob;
+    item.url = URL.createObjectURL(out.blob);
+    $("img.after", item.li).src = item.url;
+    // the outlines say what the file holds: a face the server did not keep is shown covered
+    const keptByServer = (out.report.kept || []).map((k) => k.box);
+    const lost = item.faces.filter((f) => f.kept && !keptByServer.some((b) => iou(b, f.box) >= 0.5));
+    for (const f of lost) f.kept = false;
+    drawFaces(item);
+    if (lost.length) {
+      p.textContent = `${lost.length === 1 ? "A face" : `${lost.length} faces`} could not be kept (not found again) and ${lost.length === 1 ? "is" : "are"} covered.`;
+      p.classList.add("warning");
+      p.hidden = false;
+    }
+    item.li.dataset.faces = out.report.faces_found;
+    setStatus(item, faceText(out.report, false));
+    setStale(item, false);
+  } catch (e) {
+    if (turn !== item.turn || e.name === "AbortError") return;
+    setStatus(item, "Failed");
+    p.textContent = `Could not make the photo with the kept faces: ${failureText(e)} Click a face to try again.`;
+    p.classList.remove("warning");
+    p.hidden = false;
+  } finally {
+    if (turn === item.turn) item.controller = null;
+  }
 }
 
 function showResult(item, report, isVideo) {
@@ -196,6 +336,7 @@ function showResult(item, report, isVideo) {
   const toggle = $(".toggle", li);
   if (isVideo) {
     $(".videos", li).hidden = false;
+    $(".video-keep-note", li).hidden = false;
     $("video.before", li).src = item.beforeUrl;
     $("video.after", li).src = item.url;
     toggle.hidden = true;
@@ -213,13 +354,15 @@ function showResult(item, report, isVideo) {
     };
     slider.addEventListener("input", apply);
     apply();
-    toggle.addEventListener("click", () => {
-      const showing = toggle.getAttribute("aria-pressed") !== "true";
-      toggle.setAttribute("aria-pressed", String(showing));
-      toggle.textContent = showing ? "Show anonymized" : "Show original";
-      slider.value = showing ? 100 : 0;
+    const show = (original) => {
+      toggle.setAttribute("aria-pressed", String(original));
+      toggle.textContent = original ? "Show anonymized" : "Show original";
+      slider.value = original ? 100 : 0;
       apply();
-    });
+    };
+    toggle.addEventListener("click", () => show(toggle.getAttribute("aria-pressed") !== "true"));
+    item.showAnonymized = () => show(false);
+    showFaces(item, report);
   }
   state.results.push(item);
   updateBar();
@@ -228,7 +371,7 @@ function showResult(item, report, isVideo) {
 function setSummary(text) { $("#summary").textContent = text; }
 function updateBar() {
   const n = state.results.length;
-  $("#zip").disabled = n === 0;
+  $("#zip").disabled = n === 0 || state.results.some((it) => it.stale);  // not while a photo is being remade
   $("#clear").disabled = $("#results").children.length === 0;
   const faces = state.results.reduce((s, it) => s + Number(it.li.dataset.faces || 0), 0);
   setSummary(n ? `${n} ${n === 1 ? "file" : "files"} done, ${faces} ${faces === 1 ? "face" : "faces"} covered` : "");
@@ -277,7 +420,12 @@ function wire() {
     a.remove();
   });
   $("#clear").addEventListener("click", () => {
-    for (const it of state.results) { URL.revokeObjectURL(it.url); URL.revokeObjectURL(it.beforeUrl); }
+    for (const it of state.results) {
+      clearTimeout(it.remakeTimer);
+      if (it.controller) it.controller.abort();
+      URL.revokeObjectURL(it.url);
+      URL.revokeObjectURL(it.beforeUrl);
+    }
     state.results = [];
     for (const li of [...$("#results").children]) if (!li.querySelector(".working:not([hidden])")) li.remove();
     updateBar();
