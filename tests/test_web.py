@@ -357,3 +357,8 @@ def test_keep_boxes_refused_for_video(client, tmp_path):
     r = client.post("/v1/anonymize", files={"file": ("c.mp4", (tmp_path / "c.mp4").read_bytes())},
                     data={"method": "blur", "keep_boxes": "[[0, 0, 10, 10]]"})
     assert r.status_code == 400 and "photos only" in r.json()["error"] and "--keep" in r.json()["error"]
+    from anonyface.files import FileOptions, process_file  # and below the web layer: nothing is written
+
+    with pytest.raises(ValueError, match="photos only"):
+        process_file(None, tmp_path / "c.mp4", tmp_path / "out.mp4", FileOptions(keep_boxes=[[0, 0, 10, 10]]))
+    assert not (tmp_path / "out.mp4").exists()
