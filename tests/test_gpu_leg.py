@@ -55,6 +55,7 @@ def test_pack_and_run_a_leg_on_the_cpu(data_dir, tmp_path):
     kw = dict(root=tmp_path, config="tiny", mib=mib, eval_n=6, state_file="legs.json", progress=False)
     info = leg.pack(data_dir, "fast", "pack", **kw)
     pack_dir = tmp_path / "pack"
+    assert info["expression"] is False  # these shards carry no expression conditions
     assert info["checkpoint"] is None and info["eval_n"] == 6 and info["train_start"] == 0
     assert 0 < info["train_crops"] < 24 and info["bytes"] <= mib * leg.MIB
     first = info["train_crops"]
@@ -110,3 +111,30 @@ def test_a_committed_checkpoint_is_not_packed_twice(data_dir, tmp_path):
     info = leg.pack(data_dir, "fast", "pack", root=repo, config="tiny", eval_n=0, state_file=None,
                     checkpoint="training/ck.pt", progress=False)
     assert info["checkpoint"] == "checkpoint.pt" and (repo / "pack" / "checkpoint.pt").exists()
+
+
+def test_a_leg_on_crops_with_expression_grows_the_conditions(data_dir, tmp_path):
+    """Crops that carry expression conditions make the leg train with them: a
+    landmarks-only checkpoint comes back grown (config edim 5)."""
+    import shutil
+
+    from anonyface.training import train
+    from anonyface.training.checkpoint import load_checkpoint
+
+    data = tmp_path / "data"
+    shutil.copytree(data_dir, data)
+    rng = np.random.default_rng(0)
+    for path in sorted(data.glob("*.npz")):  # conditions as `anonyface-train conditions` adds them
+        with np.load(path) as z:
+            arrays = {k: z[k] for k in z.files}
+        n = len(arrays["landmarks"])
+        np.savez(path, **arrays, expression=rng.standard_normal((n, 5)).astype(np.float32))
+    run = tmp_path / "run"
+    train.main(["--data", str(data_dir), "--run", str(run), "--config", "tiny", "--steps", "1", "--eval-n", "0",
+                "--log", ""])
+    info = leg.pack(data, "fast", "pack", root=tmp_path, config="tiny", eval_n=0, state_file=None,
+                    checkpoint=str(run / "checkpoint.pt"), progress=False)
+    assert info["expression"] is True
+    leg.run_leg(tmp_path / "pack", minutes=1, out=tmp_path / "o", device="cpu", steps=2)
+    ck = load_checkpoint(tmp_path / "o" / "checkpoint-fast.pt")
+    assert ck["config"]["edim"] == 5 and ck["nets"]["G"]["expr.weight"].shape[1] == 5

@@ -51,7 +51,9 @@ WEIGHTS = "mobilenet_v2-features.pth"
 
 #: The two tiers: model config, the committed checkpoint a leg resumes from,
 #: and the batch on a GPU (H100/H200; the models are small, the batch is what
-#: fills the chip).
+#: fills the chip). Legs train with the expression conditions (docs/expression.md)
+#: whenever the packed crops carry them: a fresh run starts with them, a
+#: landmarks-only checkpoint grows them (`train --expression`).
 TIERS = {
     "quality": {"config": "base", "checkpoint": "training/checkpoint-quality.pt", "gpu_batch": 256},
     "fast": {"config": "cpu", "checkpoint": "training/checkpoint.pt", "gpu_batch": 512},
@@ -248,6 +250,8 @@ def pack(
     if not taken:
         raise ValueError(f"no training crops fit (budget {budget} bytes, {len(index)} train shards in {data})")
     copy_crops(picks, out / "train-000.npz")
+    with np.load(out / "train-000.npz") as z:
+        expression = "expression" in z.files
     total = sum(n for _, n in index)
     info = {
         "tier": tier, "config": cfg.name, "size": cfg.size, "gpu_batch": spec["gpu_batch"],
@@ -255,7 +259,7 @@ def pack(
         "weights": WEIGHTS, "eval_n": n_val,
         "train_crops": taken, "train_total": total, "train_start": start % max(total, 1), "next_crop": nxt,
         "train_from": [{"shard": Path(p).name, "first": a, "stop": b} for p, a, b in picks],
-        "data": str(data), "limit_bytes": limit,
+        "data": str(data), "limit_bytes": limit, "expression": expression,
     }
     (out / MANIFEST).write_text(json.dumps(info, indent=2) + "\n")
     info["bytes"] = sum(f.stat().st_size for f in out.iterdir())
@@ -316,6 +320,8 @@ def _run(pack_dir: Path, info: dict, minutes, out: Path, device, batch, steps, e
             "--device", "cuda" if cuda else "cpu", "--ckpt-minutes", "2"]
     if steps is not None:
         argv += ["--steps", str(steps)]
+    if info.get("expression"):
+        argv += ["--expression"]
     argv += list(extra or [])
     summary = train.main(argv)
     summary["tier"] = info["tier"]
