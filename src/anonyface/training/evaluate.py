@@ -10,6 +10,7 @@ the real crops' numbers (the floor) are computed once and cached in the run.
 
 from __future__ import annotations
 
+import functools
 import io
 import json
 import os
@@ -111,6 +112,15 @@ def evaluate(g: Generator, val: Data, n: int, ref: dict, featnet, device, detect
     }
 
 
+@functools.lru_cache(maxsize=1)
+def expression_meter():
+    """The expression meter, loaded once per process (None when missing): a leg's
+    evaluation-time estimate must not scale its loading up to n crops."""
+    from ..expression import expression_meter as load
+
+    return load()
+
+
 def expression_following(fake: np.ndarray, val: Data, n: int) -> dict:
     """Does the generated face do what the real one did? Pearson r between the
     real crops' expression conditions (mouth opening; eye openness, both eyes
@@ -121,7 +131,7 @@ def expression_following(fake: np.ndarray, val: Data, n: int) -> dict:
         return {}
     try:
         from ..detection import Face
-        from ..expression import EXPRESSION_NAMES, expression_meter
+        from ..expression import EXPRESSION_NAMES
     except ImportError:
         return {}
     meter = expression_meter()
