@@ -35,6 +35,9 @@ from anonyface.detection import Face
 from anonyface.expression import EXPRESSION_NAMES, ExpressionMeter
 from anonyface.video import FrameProcessor, TrackingOptions, frame_rgb
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from photos import open_mouth, squash_eye  # noqa: E402  (the warps the expression tests use)
+
 #: A normalised eye openness below this is a closed eye (z-score of the training crops).
 BLINK_Z = -1.5
 HEAD_SIZE = 384
@@ -76,37 +79,6 @@ def talking_head(frames: list[np.ndarray], detector) -> list[np.ndarray]:
     return out
 
 
-def _grid(image: np.ndarray):
-    h, w = image.shape[:2]
-    return np.meshgrid(np.arange(w, dtype=np.float32), np.arange(h, dtype=np.float32))
-
-
-def open_mouth(image: np.ndarray, face: Face, amount: float) -> np.ndarray:
-    """Pull the lower lip and jaw down by up to `amount` px (as tests/test_expression.py)."""
-    lm = face.landmarks
-    y0 = float(lm[3:5, 1].mean())
-    cx, w = float(lm[3:5, 0].mean()), float(lm[4, 0] - lm[3, 0])
-    xs, ys = _grid(image)
-    band = 0.25 * w
-    d = ys - y0
-    shift = amount * np.clip(d / band, 0, 1)
-    side = np.exp(-(((xs - cx) / (0.9 * w)) ** 4))
-    below = np.where(d > 3 * band + amount, np.exp(-(((d - 3 * band - amount) / band) ** 2)), 1.0)
-    return cv2.remap(image, xs, (ys - shift * side * below).astype(np.float32), cv2.INTER_LINEAR,
-                     borderMode=cv2.BORDER_REFLECT)
-
-
-def close_eyes(image: np.ndarray, face: Face, factor: float = 5.0) -> np.ndarray:
-    """Squeeze both eyes vertically towards their centre lines (a blink)."""
-    iod = float(np.hypot(*(face.landmarks[1] - face.landmarks[0])))
-    xs, ys = _grid(image)
-    dy = np.zeros_like(ys)
-    for e in face.landmarks[:2]:
-        weight = np.exp(-(((xs - e[0]) / (0.35 * iod)) ** 4 + ((ys - e[1]) / (0.2 * iod)) ** 4))
-        dy += (ys - e[1]) * (factor - 1) * weight
-    return cv2.remap(image, xs, (ys + dy).astype(np.float32), cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
-
-
 def sample_talking_head(detector, n: int = 60) -> list[np.ndarray]:
     """A talking, blinking head made from the bundled sample photo: its largest face, cut
     square (2.5 × the box) at HEAD_SIZE px, the mouth opening and closing (period 12
@@ -126,7 +98,7 @@ def sample_talking_head(detector, n: int = 60) -> list[np.ndarray]:
     for k in range(n):
         img = open_mouth(head, face, float(0.22 * face.height * max(0.0, np.sin(2 * np.pi * k / 12))))
         if k % 20 in (8, 9, 10):
-            img = close_eyes(img, face)
+            img = squash_eye(squash_eye(img, face, 0), face, 1)  # a blink
         frames.append(img)
     return frames
 

@@ -9,9 +9,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
+
+if TYPE_CHECKING:
+    from anonyface.detection import Face
 
 # The face box RetinaFace reports on the 512×512 astronaut (brows to chin).
 ASTRONAUT_FACE = (177.0, 60.0, 270.0, 181.0)
@@ -102,3 +106,36 @@ def matches(face_box, placed: PlacedFace, tol: float = 0.35) -> bool:
     cx, cy = (face_box[0] + face_box[2]) / 2, (face_box[1] + face_box[3]) / 2
     px, py = placed.center
     return math.hypot(cx - px, cy - py) < tol * placed.width
+
+
+# -- expressions made by warping a real face (tests/test_expression.py, benchmarks/expression_follow.py)
+
+def _grid(image: np.ndarray):
+    h, w = image.shape[:2]
+    return np.meshgrid(np.arange(w, dtype=np.float32), np.arange(h, dtype=np.float32))
+
+
+def open_mouth(image: np.ndarray, face: Face, amount: float) -> np.ndarray:
+    """Pull everything below the lip line down by up to `amount` px, stretching the band just
+    below it (where the lips meet), fading out sideways and further down."""
+    lm = face.landmarks
+    y0 = float(lm[3:5, 1].mean())
+    cx, w = float(lm[3:5, 0].mean()), float(lm[4, 0] - lm[3, 0])
+    xs, ys = _grid(image)
+    band = 0.25 * w
+    d = ys - y0
+    shift = amount * np.clip(d / band, 0, 1)
+    side = np.exp(-(((xs - cx) / (0.9 * w)) ** 4))
+    below = np.where(d > 3 * band + amount, np.exp(-(((d - 3 * band - amount) / band) ** 2)), 1.0)
+    return cv2.remap(image, xs, (ys - shift * side * below).astype(np.float32), cv2.INTER_LINEAR,
+                     borderMode=cv2.BORDER_REFLECT)
+
+
+def squash_eye(image: np.ndarray, face: Face, k: int, factor: float = 5.0) -> np.ndarray:
+    """Squeeze eye `k` (0 image-left, 1 image-right) vertically towards its centre line."""
+    e = face.landmarks[k]
+    iod = float(np.hypot(*(face.landmarks[1] - face.landmarks[0])))
+    xs, ys = _grid(image)
+    weight = np.exp(-(((xs - e[0]) / (0.35 * iod)) ** 4 + ((ys - e[1]) / (0.2 * iod)) ** 4))
+    return cv2.remap(image, xs, (ys + (ys - e[1]) * (factor - 1) * weight).astype(np.float32), cv2.INTER_LINEAR,
+                     borderMode=cv2.BORDER_REFLECT)

@@ -234,7 +234,9 @@ def test_ray_usage(tmp_path, capsys):
     assert ray_argv(["photos/", "--ray", "127.0.0.1:6379"])[1:] == ["--ray", "127.0.0.1:6379"]
     for argv, says in ((["--ray", str(SAMPLE)], "needs -o OUT"), ([str(SAMPLE), "-o", "-", "--ray"], "needs -o OUT"),
                        ([str(SAMPLE), "--in-place", "-o", str(tmp_path), "--ray"], "--in-place"),
-                       ([str(SAMPLE), "-o", str(SAMPLE), "--ray"], "is a file")):
+                       ([str(SAMPLE), "-o", str(SAMPLE), "--ray"], "is a file"),
+                       ([str(SAMPLE), "-o", str(tmp_path / "o"), "--ray", "--keep", str(SAMPLE)], "not available with --ray"),
+                       ([str(SAMPLE), "-o", str(tmp_path / "o"), "--ray", "--boxes", "b.json"], "not available with --ray")):
         with pytest.raises(SystemExit) as e:
             main(argv)
         assert e.value.code == 2 and says in capsys.readouterr().err

@@ -11,6 +11,8 @@ import cv2
 import numpy as np
 import pytest
 
+from photos import open_mouth, squash_eye
+
 from anonyface import expression
 from anonyface.detection import Face
 from anonyface.expression import EXPRESSION_DIM, EXPRESSION_NAMES, NEUTRAL, ExpressionMeter
@@ -42,36 +44,6 @@ def meter() -> ExpressionMeter:
 
 def _big(faces: list[Face]) -> Face:
     return max(faces, key=lambda f: f.width)
-
-
-def _grid(image: np.ndarray):
-    h, w = image.shape[:2]
-    return np.meshgrid(np.arange(w, dtype=np.float32), np.arange(h, dtype=np.float32))
-
-
-def open_mouth(image: np.ndarray, face: Face, amount: float) -> np.ndarray:
-    """Pull everything below the lip line down by up to `amount` px, stretching the band just
-    below it (where the lips meet), fading out sideways and further down."""
-    lm = face.landmarks
-    y0 = float(lm[3:5, 1].mean())
-    cx, w = float(lm[3:5, 0].mean()), float(lm[4, 0] - lm[3, 0])
-    xs, ys = _grid(image)
-    band = 0.25 * w
-    d = ys - y0
-    shift = amount * np.clip(d / band, 0, 1)
-    side = np.exp(-(((xs - cx) / (0.9 * w)) ** 4))
-    below = np.where(d > 3 * band + amount, np.exp(-(((d - 3 * band - amount) / band) ** 2)), 1.0)
-    return cv2.remap(image, xs, ys - shift * side * below, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
-
-
-def squash_eye(image: np.ndarray, face: Face, k: int, factor: float = 5.0) -> np.ndarray:
-    """Squeeze eye `k` (0 image-left, 1 image-right) vertically towards its centre line."""
-    e = face.landmarks[k]
-    iod = float(np.hypot(*(face.landmarks[1] - face.landmarks[0])))
-    xs, ys = _grid(image)
-    weight = np.exp(-(((xs - e[0]) / (0.35 * iod)) ** 4 + ((ys - e[1]) / (0.2 * iod)) ** 4))
-    return cv2.remap(image, xs, ys + (ys - e[1]) * (factor - 1) * weight, cv2.INTER_LINEAR,
-                     borderMode=cv2.BORDER_REFLECT)
 
 
 def test_interface_constants():

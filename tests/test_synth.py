@@ -161,7 +161,8 @@ def test_expression_conditions_are_the_only_new_input(expr_generator_path, detec
     opened) changes the generator's inputs only in the five expression scalars;
     the erased image, masks, landmarks and latents are bit-identical."""
     pytest.importorskip("anonyface.expression")
-    from test_expression import SAMPLE, open_mouth
+    from photos import open_mouth
+    from test_expression import SAMPLE
 
     import cv2
 

@@ -327,6 +327,17 @@ def plan_jobs(inputs: list[str], output: str | None, fmt: str | None, in_place: 
     return unique, errors, skipped
 
 
+def report_planned(errors: list[tuple[str, str]], skipped: list[tuple[str, str]], quiet: bool) -> list[FileResult]:
+    """The inputs that failed or were skipped while planning, said on stderr and kept as
+    results for the end summary (the local run and the Ray run alike)."""
+    for src, msg in errors:
+        print(f"anonyface: {src}: {msg}", file=sys.stderr)
+    if not quiet:
+        for src, why in skipped:
+            print(f"anonyface: {src}: skipped ({why})", file=sys.stderr)
+    return [FileResult(src, None, error=msg) for src, msg in errors] + [FileResult(src, None, skipped=why) for src, why in skipped]
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv and argv[0] == "live":  # `anonyface live [SOURCE] ...`: its own parser
@@ -346,6 +357,8 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as e:
         parser.error(str(e))
     if args.ray is not None:  # the same job on a Ray cluster, resumable (cluster.py)
+        if args.keep or args.keep_dir or args.boxes:  # never silently drop what the user asked for
+            parser.error("--keep, --keep-dir and --boxes are not available with --ray yet: run them locally")
         return cluster.main(args, parser, settings, options)
 
     jobs, errors, skipped = plan_jobs(args.inputs, args.output, args.format, args.in_place)
@@ -377,13 +390,7 @@ def main(argv: list[str] | None = None) -> int:
         c = anon.consent
         args.keep_info = {"threshold": c.threshold, "separation": c.separation, "min_face_px": c.min_face_px,
                           "references": [r.source for r in c.references]}
-    results: list[FileResult] = [FileResult(src, None, error=msg) for src, msg in errors]
-    results += [FileResult(src, None, skipped=why) for src, why in skipped]
-    for src, msg in errors:
-        print(f"anonyface: {src}: {msg}", file=sys.stderr)
-    if not args.quiet:
-        for src, why in skipped:
-            print(f"anonyface: {src}: skipped ({why})", file=sys.stderr)
+    results = report_planned(errors, skipped, args.quiet)
     start = time.perf_counter()
     try:
         with terminate_as_interrupt():

@@ -479,13 +479,7 @@ def main(args, parser, settings, options: FileOptions) -> int:
     manifest = Manifest(Path(args.output) / MANIFEST_NAME)
     if manifest.damaged:
         print(f"anonyface: {manifest.path}: {manifest.damaged} unreadable line(s) ignored (a run killed mid-write)", file=sys.stderr)
-    results: list[FileResult] = [FileResult(src, None, error=msg) for src, msg in errors]
-    results += [FileResult(src, None, skipped=why) for src, why in skipped]
-    for src, msg in errors:
-        print(f"anonyface: {src}: {msg}", file=sys.stderr)
-    if not args.quiet:
-        for src, why in skipped:
-            print(f"anonyface: {src}: skipped ({why})", file=sys.stderr)
+    results = cli.report_planned(errors, skipped, args.quiet)
     for src, why in skipped:  # recorded once, not on every rerun
         rec = manifest.records.get(src)
         if not rec or rec.get("status") != "skipped" or rec.get("reason") != why:
