@@ -9,6 +9,15 @@ as re-identified when the distance to the original's embedding is below 0.6
 in the CLI are chosen from this table (docs/detection.md, "Cover strength").
 
     python benchmarks/cover_sweep.py ../shared/data/eval --utk ../shared/data/train/utkface --sample 300
+
+The generators are judged the same way (docs/generator.md): `--synth A.onnx,B.onnx`
+paints with each (seed 0), `--neutral` adds each one with neutral expression
+conditions (does the expression carry identity back?), and `--held-out
+data/faces/val-000.npz` takes the UTKFace photos only from the generator's
+held-out identities (the training set's validation split):
+
+    python benchmarks/cover_sweep.py ../shared/data/eval --utk ../shared/data/train/utkface --sample 300 \
+        --held-out data/faces/val-000.npz --synth src/anonyface/models/generator.onnx --neutral --only synth
 """
 
 from __future__ import annotations
@@ -52,9 +61,24 @@ def photos(args) -> list[Path]:
     out = sorted(p for p in Path(args.eval).glob("*.jpg"))
     if args.utk:
         utk = sorted(Path(args.utk).glob("*.jpg"))
+        if args.held_out:
+            held = {str(s).split("/", 1)[1] for s in np.load(args.held_out, allow_pickle=True)["source"]
+                    if str(s).startswith("utkface/")}
+            utk = [p for p in utk if p.name in held]
         random.Random(0).shuffle(utk)
         out += utk[: args.sample]
     return out
+
+
+def strategy(method: str, kw: dict, base: CoverSettings):
+    if method != "synth":
+        return ClassicCover(method, replace(base, **kw))
+    from anonyface.generator import FaceGenerator, SynthCover
+
+    synth = SynthCover(FaceGenerator(kw["model"]), base, seed=0)
+    if kw.get("neutral"):
+        synth._meter_tried = True  # no meter: neutral conditions (as when it is missing)
+    return synth
 
 
 def main() -> None:
@@ -64,12 +88,21 @@ def main() -> None:
     ap.add_argument("--sample", type=int, default=300)
     ap.add_argument("--json", default="benchmarks/results/cover_sweep.json")
     ap.add_argument("--only", help="comma-separated: run only the settings whose label contains one of these")
+    ap.add_argument("--synth", help="comma-separated generator ONNX files to judge as well")
+    ap.add_argument("--neutral", action="store_true", help="--synth: also each generator with neutral expression conditions")
+    ap.add_argument("--held-out", help="a shard (data/faces/val-000.npz): UTKFace photos only from its sources")
     args = ap.parse_args()
+    all_settings = list(SETTINGS)
+    for model in (args.synth.split(",") if args.synth else []):
+        all_settings.append(("synth", {"model": model}))
+        if args.neutral:
+            all_settings.append(("synth", {"model": model, "neutral": True}))
     wanted = args.only.split(",") if args.only else [""]
-    settings = [(m, kw) for m, kw in SETTINGS if any(w in f"{m} {json.dumps(kw)}" for w in wanted)]
+    settings = [(m, kw) for m, kw in all_settings if any(w in f"{m} {json.dumps(kw)}" for w in wanted)]
 
     det, emb = FaceDetector(), FaceEmbedder()
     base = CoverSettings()
+    strategies = [strategy(m, kw, base) for m, kw in settings]
     counts = {i: [0, 0] for i in range(len(settings))}  # re-identified, judged
     t0 = time.perf_counter()
     for path in photos(args):
@@ -79,8 +112,8 @@ def main() -> None:
         if not judged:
             continue
         refs = [emb.embed(rgb, shape) for _, shape in judged]
-        for i, (method, kw) in enumerate(settings):
-            out = ClassicCover(method, replace(base, **kw)).cover_faces(rgb, faces)
+        for i, cover in enumerate(strategies):
+            out = cover.cover_faces(rgb, faces)
             for (_, shape), ref in zip(judged, refs):
                 d = float(np.linalg.norm(ref - emb.embed(out, shape)))
                 counts[i][0] += d < SAME_PERSON

@@ -206,3 +206,42 @@ def test_expression_model_without_meter_paints_neutral(expr_generator_path, dete
     out = anon.cover_faces(astronaut, faces)
     x1, y1, x2, y2 = (int(round(v)) for v in faces[0].box)
     assert np.any(out[y1 + 1 : y2 - 1, x1 + 1 : x2 - 1] != astronaut[y1 + 1 : y2 - 1, x1 + 1 : x2 - 1], axis=2).mean() > 0.9
+
+
+@pytest.fixture(scope="module")
+def grown_generator_path(tmp_path_factory):
+    """A tiny model grown one level (`anonyface-train grow`), its new level's RGB
+    randomised so that it paints visibly otherwise than the tiny one."""
+    from anonyface.training.export import export_generator
+    from anonyface.training.model import Discriminator, Generator, get_config, grow
+
+    torch.manual_seed(1)
+    small = get_config("tiny")
+    g = Generator(small).state_dict()
+    cfg, nets = grow(small, {"G": g, "G_ema": g, "D": Discriminator(small).state_dict()})
+    G = Generator(cfg)
+    G.load_state_dict(nets["G_ema"])
+    torch.nn.init.normal_(G.top_rgb.weight)
+    path = tmp_path_factory.mktemp("grown") / "generator-quality.onnx"
+    export_generator(G, path)
+    return path
+
+
+def test_tiers_paint_photos_with_quality_and_streams_with_fast(generator_path, grown_generator_path, detector, astronaut):
+    gens = {"fast": FaceGenerator(generator_path), "quality": FaceGenerator(grown_generator_path)}
+    assert gens["quality"].size == 2 * gens["fast"].size
+
+    def anon(tier):
+        return Anonymizer(method="synth", generator=gens, tier=tier, detector=detector, seed=3, audit=False)
+
+    auto, quality, fast = anon("auto"), anon("quality"), anon("fast")
+    photo = auto.anonymize(astronaut)
+    assert np.array_equal(photo, quality.anonymize(astronaut))
+    assert not np.array_equal(photo, fast.anonymize(astronaut))
+    faces = detector.detect(astronaut)
+    stream = auto.cover_faces(astronaut, faces, identities=[7] * len(faces))
+    assert np.array_equal(stream, fast.cover_faces(astronaut, faces, identities=[7] * len(faces)))
+    auto.reroll()  # reaches both tiers
+    assert not np.array_equal(stream, auto.cover_faces(astronaut, faces, identities=[7] * len(faces)))
+    with pytest.raises(ValueError, match="tier"):
+        Anonymizer(method="synth", tier="best", detector=detector)

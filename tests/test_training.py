@@ -317,3 +317,46 @@ def test_exposure_darkens_some_crops_face_and_context_alike():
     rel = out[:, :, 2:] / 180.0
     assert torch.allclose(rel, rel[:, :1, :1, :1].expand_as(rel), atol=1e-4)
     assert float(out[darker, :, 4:].min()) < 60  # down to dark scenes
+
+
+def test_grown_model_starts_as_the_small_one_stays_private_trains_and_exports(data_dir, tmp_path):
+    """`anonyface-train grow`: the 2× model paints the trained small model's face,
+    upsampled, until training moves its new level; erased pixels never matter;
+    it resumes, trains and exports like any run."""
+    from torch.nn import functional as F
+
+    from anonyface.training import export
+    from anonyface.training.checkpoint import load_checkpoint
+    from anonyface.training.grow import main as grow_main
+    from anonyface.training.model import Config
+
+    _train(data_dir, tmp_path / "small", tmp_path, 2, log=False)
+    assert grow_main([str(tmp_path / "small" / "checkpoint.pt"), str(tmp_path / "big")]) == 0
+    assert grow_main([str(tmp_path / "small" / "checkpoint.pt"), str(tmp_path / "big")]) == 2  # never overwrites
+    small, big = load_checkpoint(tmp_path / "small" / "checkpoint.pt"), load_checkpoint(tmp_path / "big" / "checkpoint.pt")
+    cs, cb = Config.from_dict(small["config"]), Config.from_dict(big["config"])
+    assert (cb.size, cb.core) == (2 * cs.size, cs.size) and big["images_seen"] == small["images_seen"]
+    Gs, Gb = Generator(cs).eval(), Generator(cb).eval()
+    Gs.load_state_dict(small["nets"]["G_ema"])
+    Gb.load_state_dict(big["nets"]["G_ema"])
+    Ds, Db = Discriminator(cs).eval(), Discriminator(cb).eval()
+    Ds.load_state_dict(small["nets"]["D"])
+    Db.load_state_dict(big["nets"]["D"])
+    image, erase, pad, lm, z = random_inputs(cb, b=2)
+    with torch.no_grad():
+        out = Gb(image, erase, pad, lm, z)
+        e2 = F.max_pool2d(erase, 2)
+        small_out = Gs(F.avg_pool2d(image * (1 - erase), 2), e2, F.max_pool2d(pad, 2), lm, z)
+        up = F.interpolate(small_out, scale_factor=2.0, mode="bilinear", align_corners=False)
+        interior = -F.max_pool2d(-erase, 5, 1, 2)  # the erased area less 2 px (bilinear reaches 1 px over)
+        assert interior.sum() > 0 and ((out - up).abs() * interior).max() < 1e-5
+        x = Db.inputs(image, erase, pad, lm)
+        assert (Db.forward_stacked(x) - Ds.forward_stacked(F.avg_pool2d(x, 2))).abs().max() < 1e-5
+        # privacy holds through both levels
+        assert torch.equal(out, Gb(perturbed(image, erase), erase, pad, lm, z))
+    s = _train(data_dir, tmp_path / "big", tmp_path, 4, log=False)
+    assert s["step"] == 4 and all(math.isfinite(s[k]) for k in ("l1", "perc", "g_adv", "d_loss"))
+    trained = load_checkpoint(tmp_path / "big" / "checkpoint.pt")
+    assert not torch.equal(trained["nets"]["G"]["top_rgb.weight"], big["nets"]["G"]["top_rgb.weight"])
+    info = export.main([str(tmp_path / "big" / "checkpoint.pt"), str(tmp_path / "g.onnx"), "--bench-runs", "2"])
+    assert info["max_abs_diff"] <= 1e-3 and info["size"] == 2 * cs.size

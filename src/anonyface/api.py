@@ -56,6 +56,12 @@ class Anonymizer:
     `cover_faces(image, faces, identities)`: `SynthCover` paints, `ClassicCover`
     blurs, pixelates or fills; this class only picks one and detects.
 
+    `tier` (synth): "auto" paints single pictures with the 128-px quality
+    generator and streams (`cover_faces` with track `identities`: video, live)
+    with the 64-px fast one; "fast" or "quality" use that one for everything.
+    `generator` overrides it: an ONNX file or a loaded `FaceGenerator` for
+    everything, or a dict tier → FaceGenerator (shared between Anonymizers).
+
     `audit` (on by default): a second, independent detector (CenterFace) checks
     every image covered by `anonymize` / `process_file` and blurs any face left
     uncovered (`anonyface.audit`); `cover_faces` alone does not audit.
@@ -75,7 +81,8 @@ class Anonymizer:
         method: str = DEFAULT_METHOD,
         threshold: float = DEFAULT_THRESHOLD,
         seed: int | None = None,
-        generator: str | os.PathLike | FaceGenerator | None = None,
+        generator: str | os.PathLike | FaceGenerator | dict | None = None,
+        tier: str = "auto",
         detector: FaceDetector | None = None,
         max_pixels: int = DEFAULT_MAX_PIXELS,
         settings: CoverSettings | None = None,
@@ -95,7 +102,12 @@ class Anonymizer:
             raise ValueError("; ".join(problems) + " (pass unsafe=True / --unsafe if you mean it)")
         self.seed = seed
         self.max_pixels = max_pixels
+        from .generator import TIERS
+
+        if tier not in TIERS:
+            raise ValueError(f"unknown generator tier {tier!r}; choose from {', '.join(TIERS)}")
         self._generator_model = generator
+        self.tier = tier
         self._threads = threads
         self._strategies: dict = {}
         self.set_method(method)
@@ -116,12 +128,11 @@ class Anonymizer:
             raise ValueError(f"unknown method {method!r}; choose from {', '.join(METHODS)}")
         if method not in self._strategies:
             if method == "synth":
-                from .generator import FaceGenerator, SynthCover
+                from .generator import synth_cover
 
-                gen = self._generator_model
-                # a loaded one is shared (the web server's models load once per process)
-                gen = gen if isinstance(gen, FaceGenerator) else FaceGenerator(gen, self._threads)
-                self._strategies[method] = SynthCover(gen, self.settings, self.seed)
+                # loaded generators are shared (the web server's models load once per process)
+                self._strategies[method] = synth_cover(self._generator_model, self.tier, self.settings, self.seed,
+                                                       self._threads)
             else:
                 self._strategies[method] = ClassicCover(method, self.settings)
         self.strategy = self._strategies[method]

@@ -17,6 +17,7 @@ from pathlib import Path
 from . import __version__, cluster
 from .anonymizers import CoverSettings
 from .api import DEFAULT_METHOD, METHODS
+from .generator import TIERS
 from .detection import DEFAULT_THRESHOLD
 from .files import MEDIA_EXTENSIONS, FileOptions, FileResult, is_video, run_job
 from .media import DEFAULT_MAX_PIXELS, FORMATS, TEMP_MARK, AtomicPath, remove_stale_temps, sniff, write_atomic
@@ -82,6 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
     g = p.add_argument_group("how faces are covered")
     g.add_argument("-m", "--method", choices=METHODS, default=DEFAULT_METHOD, help=f"synth paints a realistic face of nobody (faces under {_COVER.synth_min_size:g} px are pixelated, uncertain ones blurred); blur, pixelate and solid cover the face (default: %(default)s)")
     g.add_argument("--seed", type=int, metavar="N", help="synth: make the new faces reproducible")
+    g.add_argument("--tier", choices=TIERS, default="auto", help="synth: which generator paints: auto = the 128-px quality generator for photos, the 64-px fast one for video (real time); fast or quality for everything (default: %(default)s)")
     add_cover_arguments(g)
     g = p.add_argument_group("detection")
     g.add_argument("-t", "--threshold", type=float, default=DEFAULT_THRESHOLD, metavar="T", help="minimum detection score in [0, 1]; lower finds more faces and more false alarms (default: %(default)s)")
@@ -376,7 +378,8 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         anon = Anonymizer(
-            method=args.method, threshold=args.threshold, seed=args.seed, max_pixels=args.max_pixels or DEFAULT_MAX_PIXELS,
+            method=args.method, threshold=args.threshold, seed=args.seed, tier=args.tier,
+            max_pixels=args.max_pixels or DEFAULT_MAX_PIXELS,
             settings=settings, audit=args.audit, unsafe=args.unsafe, keep=keep, keep_threshold=args.keep_threshold,
         )
     except (ConsentUnavailable, ReferenceError) as e:  # before anything is written

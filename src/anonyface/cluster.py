@@ -472,7 +472,7 @@ def main(args, parser, settings, options: FileOptions) -> int:
     jobs, errors, skipped = plan(args.inputs, args.output, args.format)
     cli._remove_stale_temps([cli.Job(None, Path(j.output), j.label) for j in jobs], args.json)
     anonymizer_kwargs = {
-        "method": args.method, "threshold": args.threshold, "seed": args.seed, "settings": settings,
+        "method": args.method, "threshold": args.threshold, "seed": args.seed, "tier": args.tier, "settings": settings,
         "max_pixels": args.max_pixels or cli.DEFAULT_MAX_PIXELS, "audit": args.audit, "unsafe": args.unsafe,
     }
     options = dataclasses.replace(options, video=dataclasses.replace(options.video, progress=False))

@@ -24,13 +24,35 @@ from .geometry import CROP_GROW, ERASE_SCALE, Crop, box_iou, crop_face, erase_ar
 from .runtime import model_path, open_session
 
 MODEL_FILE = "generator.onnx"
+#: The generator tiers (docs/generator.md): `fast` (64 px) keeps video and live
+#: real time; `quality` (128 px, the fast one grown) paints photos.
+TIER_FILES = {"fast": MODEL_FILE, "quality": "generator-quality.onnx"}
+#: `auto`: the quality tier for single pictures, the fast tier for streams.
+TIERS = ("auto", "fast", "quality")
 #: Along a track, each frame's expression is this much the previous one's: a
 #: blink (3-4 frames) still shows, the meter's frame-to-frame noise does not.
 EXPR_SMOOTH = 0.4
 
 
-def default_model_path() -> Path:
-    return model_path(MODEL_FILE)
+def default_model_path(tier: str = "fast") -> Path:
+    return model_path(TIER_FILES[tier])
+
+
+def load_tiers(tier: str = "auto", threads: int | None = None) -> dict[str, "FaceGenerator"]:
+    """The installed generators `tier` asks for, by tier name: `auto` loads the fast tier
+    and, when installed, the quality tier; `fast` / `quality` load that one (or raise
+    GeneratorUnavailable)."""
+    if tier not in TIERS:
+        raise ValueError(f"unknown generator tier {tier!r}; choose from {', '.join(TIERS)}")
+    if tier != "auto":
+        return {tier: FaceGenerator(default_model_path(tier), threads)}
+    gens = {}
+    for name in ("quality", "fast"):
+        if default_model_path(name).exists():
+            gens[name] = FaceGenerator(default_model_path(name), threads)
+    if not gens:
+        FaceGenerator(default_model_path("fast"))  # raises GeneratorUnavailable, naming the file
+    return gens
 
 
 class GeneratorUnavailable(RuntimeError):
@@ -265,6 +287,63 @@ class SynthCover:
                 work[y1:y2, x1:x2][free] = painted[free]
                 claimed[y1:y2, x1:x2] = True
         return out
+
+
+class TieredSynth:
+    """synth with a generator per kind of input: single pictures are painted by the
+    photo tier (quality), streams — a video's or a webcam's frames, recognised by
+    their track `identities` — by the stream tier (fast, real time). Each keeps
+    its own identities; re-roll and re-seed reach both."""
+
+    method = "synth"
+
+    def __init__(self, photo: SynthCover, stream: SynthCover) -> None:
+        self.photo, self.stream = photo, stream
+
+    @property
+    def seed(self) -> int | None:
+        return self.photo.seed
+
+    @property
+    def generator(self) -> FaceGenerator:
+        return self.photo.generator
+
+    @property
+    def generators(self) -> dict[str, FaceGenerator]:
+        return {"quality": self.photo.generator, "fast": self.stream.generator}
+
+    def reroll(self) -> None:
+        self.photo.reroll()
+        self.stream.reroll()
+
+    def reseed(self, key: bytes) -> None:
+        self.photo.reseed(key)
+        self.stream.reseed(key)
+
+    def cover_faces(self, image: np.ndarray, faces: list[Face], identities: list[int] | None = None) -> np.ndarray:
+        return (self.photo if identities is None else self.stream).cover_faces(image, faces, identities)
+
+
+def synth_cover(generator=None, tier: str = "auto", settings: CoverSettings | None = None, seed: int | None = None,
+                threads: int | None = None) -> "SynthCover | TieredSynth":
+    """The synth strategy for `generator`: None (the installed tiers `tier` asks
+    for), a path or loaded FaceGenerator (used for everything), or a mapping
+    tier → FaceGenerator (shared, e.g. by the web server's requests)."""
+    if generator is None:
+        gens = load_tiers(tier, threads)
+    elif isinstance(generator, dict):
+        gens = dict(generator)
+        if tier != "auto" and tier in gens:
+            gens = {tier: gens[tier]}
+        elif tier != "auto":
+            raise GeneratorUnavailable(f"the {tier} generator is not loaded here")
+    else:
+        gens = {"fast": generator if isinstance(generator, FaceGenerator) else FaceGenerator(generator, threads)}
+    photo = gens.get("quality") or gens["fast"]
+    stream = gens.get("fast") or gens["quality"]
+    if photo is stream:
+        return SynthCover(photo, settings, seed)
+    return TieredSynth(SynthCover(photo, settings, seed), SynthCover(stream, settings, seed))
 
 
 def landmarks_fit(face: Face) -> bool:

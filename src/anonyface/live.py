@@ -303,7 +303,8 @@ def run(args) -> int:
     except ValueError as e:
         raise LiveError(str(e).replace("detect_every", "--detect-every").replace("detect_size", "--detect-size")) from None
     try:
-        anon = Anonymizer(method=args.method, threshold=args.threshold, audit=False)  # real time: no audit
+        # real time: no audit, and the fast generator (the tiers: docs/generator.md)
+        anon = Anonymizer(method=args.method, threshold=args.threshold, audit=False, tier="fast")
     except Exception as e:
         raise LiveError(f"cannot load the face detector: {e}") from None
     container, is_camera = open_source(args.source, args.size, args.fps)

@@ -25,7 +25,8 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--video-stride", type=int, default=10, metavar="N", help="judge every N-th video frame (default 10)")
     ap.add_argument("--methods", default=",".join(DEFAULT_METHODS),
                     help="comma-separated; names of anonyface methods, plus 'deface' (its CLI) and 'none' "
-                         "(changes nothing; a failing reference). Methods the installed anonyface does not "
+                         "(changes nothing; a failing reference); synth:fast / synth:quality pick a generator tier (synth: "
+                         "quality for photos, fast for video). Methods the installed anonyface does not "
                          "accept (e.g. synth before it ships) are reported as not evaluated. Default: %(default)s")
     ap.add_argument("--judges", default="hog,centerface",
                     help="independent detectors: hog, mmod, centerface (default: %(default)s)")

@@ -105,7 +105,11 @@ def _make_method(name: str, detector: FaceDetector, seed: int):
         return _None(detector)
     from ..api import Anonymizer
 
+    # "synth:fast" / "synth:quality": one generator tier for photos and video alike
+    name, _, tier = name.partition(":")
     kwargs = {"method": name, "detector": detector}
+    if tier:
+        kwargs["tier"] = tier
     if "seed" in inspect.signature(Anonymizer).parameters:
         kwargs["seed"] = seed
     return Anonymizer(**kwargs)

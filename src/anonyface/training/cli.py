@@ -3,6 +3,7 @@
     anonyface-train dataset ../shared/data/train data/faces
     anonyface-train conditions data/faces      (add the expression conditions to existing shards)
     anonyface-train train --data data/faces --run runs/cpu --minutes 60 --config cpu --log training/LOG.md
+    anonyface-train grow runs/cpu/checkpoint.pt runs/quality      (the 128-px tier from the 64-px one)
     anonyface-train export runs/cpu/checkpoint.pt src/anonyface/models/generator.onnx
     anonyface-train leg pack --tier quality      (then on a GPU: make gpu-leg; docs/generator.md)
 """
@@ -18,6 +19,7 @@ COMMANDS = {
     "leg": "anonyface.training.leg",
     "evaluate": "anonyface.training.evaluate",
     "conditions": "anonyface.training.conditions",
+    "grow": "anonyface.training.grow",
 }
 
 

@@ -49,13 +49,14 @@ PACK_DIR = "pack"
 MANIFEST = "PACK.json"
 WEIGHTS = "mobilenet_v2-features.pth"
 
-#: The two tiers: model config, the committed checkpoint a leg resumes from,
+#: The two tiers: model config, the committed checkpoint a leg resumes from
+#: (the quality one is the fast one grown to 128 px, `anonyface-train grow`),
 #: and the batch on a GPU (H100/H200; the models are small, the batch is what
 #: fills the chip). Legs train with the expression conditions (docs/expression.md)
 #: whenever the packed crops carry them: a fresh run starts with them, a
 #: landmarks-only checkpoint grows them (`train --expression`).
 TIERS = {
-    "quality": {"config": "base", "checkpoint": "training/checkpoint-quality.pt", "gpu_batch": 256},
+    "quality": {"config": "quality", "checkpoint": "training/checkpoint-quality.pt", "gpu_batch": 256},
     "fast": {"config": "cpu", "checkpoint": "training/checkpoint.pt", "gpu_batch": 512},
 }
 CPU_BATCH = 8  # the rehearsal

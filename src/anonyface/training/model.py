@@ -51,6 +51,15 @@ class Config:
     adv_weight: float = 0.1
     proj_weight: float = 0.0  # projected discriminator on frozen MobileNetV2 features (loss.ProjectedD)
     edim: int = 0  # expression conditions (anonyface.expression); 0: landmarks only
+    core: int = 0  # a grown model's inner resolution (`grow`); 0: not grown
+
+    def inner(self) -> "Config":
+        """The config of a grown model's inner networks (at `core` px)."""
+        from dataclasses import replace
+
+        return replace(self, size=self.core, core=0,
+                       g_channels={r: c for r, c in self.g_channels.items() if r <= self.core},
+                       d_channels={r: c for r, c in self.d_channels.items() if r <= self.core})
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -90,6 +99,15 @@ CONFIGS = {
         d_channels={128: 16, 64: 32, 32: 64, 16: 128, 8: 192, 4: 192},
         batch=64, ema_kimg=5.0,
         proj_weight=0.1,
+    ),
+    # The photo tier: the `cpu` model grown to 128 px (`grow`): one more level
+    # on top of a trained 64-px network, whose output starts as the 64-px face
+    # upsampled and learns the detail a 128-px face has.
+    "quality": Config(
+        "quality", 128, zdim=64, wdim=128, mapping_layers=2,
+        g_channels={128: 12, 64: 16, 32: 32, 16: 64, 8: 128},
+        d_channels={128: 16, 64: 16, 32: 32, 16: 64, 8: 128, 4: 128},
+        batch=16, ema_kimg=1.0, proj_weight=0.1, core=64,
     ),
 }
 
@@ -213,6 +231,10 @@ class Generator(nn.Module):
         super().__init__()
         self.config = config
         c = config
+        if c.core:
+            self._init_grown(c)
+            return
+        self.body = None
         self.resolutions = [r for r in sorted(c.g_channels, reverse=True) if r >= c.bottom]
         assert self.resolutions[0] == c.size, "g_channels must start at the crop size"
         ch = c.g_channels
@@ -233,10 +255,46 @@ class Generator(nn.Module):
             )
         self.to_rgb = ModConv(ch[c.size], 3, c.wdim, k=1, demod=False, act=False)
 
+    def _init_grown(self, c: Config) -> None:
+        """A grown model (config.core > 0): the inner generator at `core` px
+        plus one level at `size` = 2·core, in StyleGAN2's skip style: the inner
+        RGB upsampled plus this level's RGB, which starts at zero (so a fresh
+        growth paints exactly the inner model's face, upsampled)."""
+        assert c.size == 2 * c.core, "a grown model adds one level: size = 2·core"
+        self.body = Generator(c.inner())
+        ch, s = c.g_channels, c.size
+        self.resolutions = [s] + self.body.resolutions
+        self.top_in = EqConv(self.IN_CH, ch[s], k=1)
+        self.top_enc = EqConv(ch[s], ch[s])
+        self.top_up = ModConv(ch[c.core] + 5, ch[s], c.wdim)
+        self.top_conv = ModConv(ch[s], ch[s], c.wdim)
+        self.top_rgb = ModConv(ch[s], 3, c.wdim, k=1, demod=False, act=False)
+        nn.init.zeros_(self.top_rgb.weight)
+
     def forward(self, image, erase, pad, landmarks, z, expression=None):
         keep = 1.0 - erase
         image = image * keep  # privacy: nothing under the erase mask goes further
+        _, _, gen = self.synthesize(image, erase, pad, landmarks, z, expression)
+        return image + gen * erase
+
+    def synthesize(self, image, erase, pad, landmarks, z, expression=None):
+        """(features at the crop size, style w, RGB before compositing) — the
+        generator without its final paste, for a grown model's outer level."""
+        image = image * (1.0 - erase)
         c = self.config
+        if self.body is not None:
+            s = c.size
+            skip = self.top_enc(self.top_in(torch.cat([image, erase, pad, heatmaps(landmarks, s, c.sigma)], 1)))
+            # The inner model sees the crop at its size: masks grown outwards
+            # (never less erased), pixels under the grown erase mask zero.
+            erase2, pad2 = F.max_pool2d(erase, 2), F.max_pool2d(pad, 2)
+            image2 = F.avg_pool2d(image, 2) * (1.0 - erase2)
+            x, w, gen = self.body.synthesize(image2, erase2, pad2, landmarks, z, expression)
+            x = F.interpolate(x, scale_factor=2.0, mode="nearest")
+            x = self.top_up(torch.cat([x, heatmaps(landmarks, s, c.sigma)], 1), w)
+            x = self.top_conv((x + skip) * (1 / SQRT2), w)
+            gen = F.interpolate(gen, scale_factor=2.0, mode="bilinear", align_corners=False) + self.top_rgb(x, w)
+            return x, w, gen
         w = self.mapping(z)
         planes = []
         if c.edim:
@@ -259,8 +317,7 @@ class Generator(nn.Module):
             x = up_conv(torch.cat([x, heatmaps(landmarks, res, max(c.sigma, 1.0 / res))], 1), w)
             x = (x + skip) * (1 / SQRT2)
             x = conv(x, w)
-        gen = self.to_rgb(x, w)
-        return image + gen * erase
+        return x, w, self.to_rgb(x, w)
 
     def num_params(self) -> int:
         return sum(p.numel() for p in self.parameters())
@@ -299,6 +356,17 @@ class Discriminator(nn.Module):
         ch = c.d_channels
         self.resolutions = sorted(ch, reverse=True)
         assert self.resolutions[0] == c.size and self.resolutions[-1] == 4
+        self.body = None
+        if c.core:
+            # A grown model: this level's block feeds the inner discriminator's
+            # first features through a gate that starts at zero (ReZero), so the
+            # grown D starts as the inner D on the downsampled input.
+            assert c.size == 2 * c.core
+            self.body = Discriminator(c.inner(), mbstd_group)
+            self.top_in = EqConv(self.IN_CH + c.edim, ch[c.size], k=1)
+            self.top_block = DBlock(ch[c.size], ch[c.core])
+            self.gate = nn.Parameter(torch.zeros(()))
+            return
         self.from_in = EqConv(self.IN_CH + c.edim, ch[c.size], k=1)
         self.blocks = nn.ModuleList(DBlock(ch[r], ch[r // 2]) for r in self.resolutions[:-1])
         self.mbstd_group = mbstd_group
@@ -317,7 +385,13 @@ class Discriminator(nn.Module):
 
     def forward_stacked(self, x: torch.Tensor) -> torch.Tensor:
         """Logits for an input already stacked by `inputs` (and augmented)."""
-        x = self.from_in(x)
+        if self.body is not None:
+            inner = self.body.from_in(F.avg_pool2d(x, 2))
+            return self.body.trunk(inner + self.gate * self.top_block(self.top_in(x)))
+        return self.trunk(self.from_in(x))
+
+    def trunk(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits from the first features (after `from_in`)."""
         for block in self.blocks:
             x = block(x)
         x = self._mbstd(x)
@@ -361,24 +435,55 @@ def add_expression(config: Config, nets: dict, edim: int = EXPRESSION_DIM) -> tu
     from dataclasses import replace
 
     new = replace(config, edim=edim)
+    b = "body." if config.core else ""  # a grown model's inner nets hold the inputs
     out = {}
+
+    def widen(w: torch.Tensor) -> torch.Tensor:
+        # weight cout×cin×k×k scaled by 1/sqrt(cin·k²) at run time: new input
+        # channels get zero weights, the old ones are rescaled so that
+        # weight·scale (what the conv uses) stays the same.
+        cin = w.shape[1]
+        return torch.cat([w * math.sqrt((cin + edim) / cin), w.new_zeros(w.shape[0], edim, *w.shape[2:])], 1)
+
     for name, sd in nets.items():
         sd = dict(sd)
         if name in ("G", "G_ema"):
-            # ModConv mid.1: weight cout×cin×k×k scaled by 1/sqrt(cin·k²) at run time,
-            # affine w → cin. New input channels get zero weights; the old ones are
-            # rescaled so that weight·scale (what the conv uses) stays the same.
-            w = sd["mid.1.weight"]
-            cin = w.shape[1]
-            sd["mid.1.weight"] = torch.cat([w * math.sqrt((cin + edim) / cin), w.new_zeros(w.shape[0], edim, *w.shape[2:])], 1)
-            a = sd["mid.1.affine.weight"]  # cin×wdim
-            sd["mid.1.affine.weight"] = torch.cat([a, torch.randn(edim, a.shape[1], dtype=a.dtype)], 0)
-            sd["mid.1.affine.bias"] = torch.cat([sd["mid.1.affine.bias"], torch.ones(edim, dtype=a.dtype)])
-            sd["expr.weight"] = torch.zeros(new.wdim, edim, dtype=w.dtype)
-            sd["expr.bias"] = torch.zeros(new.wdim, dtype=w.dtype)
+            # ModConv mid.1 gets the expression planes; its affine w → cin grows too.
+            sd[b + "mid.1.weight"] = widen(sd[b + "mid.1.weight"])
+            a = sd[b + "mid.1.affine.weight"]  # cin×wdim
+            sd[b + "mid.1.affine.weight"] = torch.cat([a, torch.randn(edim, a.shape[1], dtype=a.dtype)], 0)
+            sd[b + "mid.1.affine.bias"] = torch.cat([sd[b + "mid.1.affine.bias"], torch.ones(edim, dtype=a.dtype)])
+            sd[b + "expr.weight"] = torch.zeros(new.wdim, edim, dtype=a.dtype)
+            sd[b + "expr.bias"] = torch.zeros(new.wdim, dtype=a.dtype)
         elif name == "D":
-            w = sd["from_in.weight"]  # EqConv 1×1: cout×cin×1×1, scale 1/sqrt(cin)
-            cin = w.shape[1]
-            sd["from_in.weight"] = torch.cat([w * math.sqrt((cin + edim) / cin), w.new_zeros(w.shape[0], edim, *w.shape[2:])], 1)
+            sd[b + "from_in.weight"] = widen(sd[b + "from_in.weight"])  # EqConv 1×1
+            if b:
+                sd["top_in.weight"] = widen(sd["top_in.weight"])
         out[name] = sd
+    return new, out
+
+
+def grow(config: Config, nets: dict, seed: int = 0) -> tuple[Config, dict]:
+    """A trained (config, state dicts of G, D, G_ema) grown one level, to twice
+    its size: the old networks become the inner ones (`body.*`), the new level
+    is freshly initialised with its RGB output at zero and its D gate at zero,
+    so the grown G paints the old face upsampled and the grown D judges the
+    downsampled input as before. Other nets (the projected D, sized to the
+    old crop) are dropped: they start fresh at the new size."""
+    from dataclasses import replace
+
+    if config.core:
+        raise ValueError("this model is already grown; grow a plain one")
+    s = config.size * 2
+    new = replace(config, name="quality" if config.name == "cpu" else f"{config.name}-{s}", size=s, core=config.size,
+                  g_channels={s: max(8, config.g_channels[config.size] * 3 // 4), **config.g_channels},
+                  d_channels={s: config.d_channels[config.size], **config.d_channels})
+    torch.manual_seed(seed)
+    out = {}
+    for name in ("G", "D", "G_ema"):
+        fresh = (Discriminator(new) if name == "D" else Generator(new)).state_dict()
+        for k, v in nets[name].items():
+            fresh["body." + k] = v
+        out[name] = fresh
+    out["G_ema"] = {k: (out["G"][k] if not k.startswith("body.") else v) for k, v in out["G_ema"].items()}
     return new, out

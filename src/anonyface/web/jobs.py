@@ -23,7 +23,7 @@ from ..api import Anonymizer
 from ..audit import FaceAudit
 from ..detection import Face, FaceDetector
 from ..files import FileOptions, FileResult, process_file
-from ..generator import FaceGenerator, GeneratorUnavailable
+from ..generator import FaceGenerator, GeneratorUnavailable, load_tiers
 from ..media import read_image, sniff
 from ..video import DEFAULT_MAX_FRAME_PIXELS, VIDEO_EXTENSIONS
 from .options import JobOptions, OptionError
@@ -73,12 +73,12 @@ class Models:
     options, its own fake identities). onnxruntime sessions may run from several threads."""
 
     def __init__(self, detector: FaceDetector | None = None, audit: FaceAudit | None = None,
-                 generator: FaceGenerator | None | bool = True) -> None:
+                 generator: FaceGenerator | dict | None | bool = True) -> None:
         self.detector = detector or FaceDetector()
         self.audit = audit or FaceAudit()
         if generator is True:
             try:
-                generator = FaceGenerator()
+                generator = load_tiers("auto")  # quality for photos, fast for video and the webcam
             except GeneratorUnavailable:
                 generator = None
         self.generator = generator or None
@@ -87,7 +87,8 @@ class Models:
     def from_anonymizer(cls, anon: Anonymizer) -> "Models":
         """Share an already loaded Anonymizer's models (tests, embedding)."""
         synth = anon._strategies.get("synth")
-        return cls(anon.detector, anon.audit or FaceAudit(), synth.generator if synth is not None else True)
+        gens = (getattr(synth, "generators", None) or synth.generator) if synth is not None else True
+        return cls(anon.detector, anon.audit or FaceAudit(), gens)
 
     @property
     def methods(self) -> list[str]:
