@@ -10,14 +10,17 @@ in the CLI are chosen from this table (docs/detection.md, "Cover strength").
 
     python benchmarks/cover_sweep.py ../shared/data/eval --utk ../shared/data/train/utkface --sample 300
 
-The generators are judged the same way (docs/generator.md): `--synth A.onnx,B.onnx`
-paints with each (seed 0), `--neutral` adds each one with neutral expression
-conditions (does the expression carry identity back?), and `--held-out
-data/faces/val-000.npz` takes the UTKFace photos only from the generator's
-held-out identities (the training set's validation split):
+The generators are judged the same way (docs/generator.md, "What the generator
+is told"): `--synth A.onnx,B.onnx` paints with each (seed 0) as shipped (a mean
+face's landmarks in the detected pose, no expression); `--variants` adds each
+with the person's own landmarks (`synth_exact_landmarks`) and, for a model
+that takes them, with the expression carried over (`synth_expression`, with
+pose and with own landmarks); `--held-out data/faces/val-000.npz` takes the
+UTKFace photos only from the generator's held-out identities (the training
+set's validation split):
 
     python benchmarks/cover_sweep.py ../shared/data/eval --utk ../shared/data/train/utkface --sample 300 \
-        --held-out data/faces/val-000.npz --synth src/anonyface/models/generator.onnx --neutral --only synth
+        --held-out data/faces/val-000.npz --synth src/anonyface/models/generator.onnx --variants --only synth
 """
 
 from __future__ import annotations
@@ -75,10 +78,8 @@ def strategy(method: str, kw: dict, base: CoverSettings):
         return ClassicCover(method, replace(base, **kw))
     from anonyface.generator import FaceGenerator, SynthCover
 
-    synth = SynthCover(FaceGenerator(kw["model"]), base, seed=0)
-    if kw.get("neutral"):
-        synth._meter_tried = True  # no meter: neutral conditions (as when it is missing)
-    return synth
+    options = {k: v for k, v in kw.items() if k != "model"}
+    return SynthCover(FaceGenerator(kw["model"]), replace(base, **options), seed=0)
 
 
 def main() -> None:
@@ -89,14 +90,20 @@ def main() -> None:
     ap.add_argument("--json", default="benchmarks/results/cover_sweep.json")
     ap.add_argument("--only", help="comma-separated: run only the settings whose label contains one of these")
     ap.add_argument("--synth", help="comma-separated generator ONNX files to judge as well")
-    ap.add_argument("--neutral", action="store_true", help="--synth: also each generator with neutral expression conditions")
+    ap.add_argument("--variants", action="store_true",
+                    help="--synth: also each generator with its own landmarks and (models that take it) the expression")
     ap.add_argument("--held-out", help="a shard (data/faces/val-000.npz): UTKFace photos only from its sources")
     args = ap.parse_args()
     all_settings = list(SETTINGS)
     for model in (args.synth.split(",") if args.synth else []):
+        from anonyface.generator import FaceGenerator
+
         all_settings.append(("synth", {"model": model}))
-        if args.neutral:
-            all_settings.append(("synth", {"model": model, "neutral": True}))
+        if args.variants:
+            all_settings.append(("synth", {"model": model, "synth_exact_landmarks": True}))
+            if FaceGenerator(model).edim:  # a landmarks-only model takes no expression
+                all_settings.append(("synth", {"model": model, "synth_expression": True}))
+                all_settings.append(("synth", {"model": model, "synth_expression": True, "synth_exact_landmarks": True}))
     wanted = args.only.split(",") if args.only else [""]
     settings = [(m, kw) for m, kw in all_settings if any(w in f"{m} {json.dumps(kw)}" for w in wanted)]
 

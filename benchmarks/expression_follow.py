@@ -107,7 +107,8 @@ def pairs(frames: list[np.ndarray], fps: float, generator: str, meter: Expressio
           keep: list | None = None):
     """(original, painted) expression rows of every detected face ≥ min_face in every frame
     (with `keep`, the painted frames are appended to it)."""
-    anon = Anonymizer(method="synth", generator=generator, seed=seed)
+    # the expression carried over (off by default: docs/expression.md), pose landmarks as shipped
+    anon = Anonymizer(method="synth", generator=generator, seed=seed, synth_expression=True)
     proc = FrameProcessor(anon, TrackingOptions(detect_every=1))  # measure every frame: following, not tracking
     orig, painted = [], []
     for i, rgb in enumerate(frames):

@@ -71,3 +71,31 @@ def test_crop_marks_padding_outside_the_image(astronaut):
     assert not crop.valid.all() and crop.valid.any()
     assert crop.valid[-1, -1] and not crop.valid[0, 0]
     assert (crop.pixels[~crop.valid] == 0).all()
+
+
+def test_pose_landmarks_keep_the_pose_and_drop_the_face_shape():
+    from anonyface.geometry import MEAN_FACE_3D, _rot, pose_landmarks
+
+    def posed(yaw, pitch, roll, scale=1.7, at=(300, 200)):
+        r = _rot(np.radians(roll), np.radians(yaw), np.radians(pitch))
+        return scale * MEAN_FACE_3D @ r[:2].T + np.asarray(at)
+
+    # a mean face in any pose on the 15° grid is returned as it is, roll and scale included
+    for yaw, pitch, roll in ((0, 0, 0), (30, 0, 10), (-45, 15, -25), (60, -15, 5)):
+        lm = posed(yaw, pitch, roll)
+        assert np.abs(pose_landmarks(lm) - lm).max() < 1e-3
+    # off the grid: rounded (35° → 30°); step 0 keeps the angle
+    assert np.abs(pose_landmarks(posed(35, 0, 0)) - posed(30, 0, 0)).max() < 1.0  # placed by a similarity fit
+    assert np.abs(pose_landmarks(posed(35, 0, 0), step_deg=0) - posed(35, 0, 0)).max() < 1e-3
+    # a face of its own shape (wide mouth, long face), frontal: the mean face comes back
+    own = posed(0, 0, 0)
+    own[3:, 0] += np.array([-4.0, 4.0])  # mouth corners 8 px wider
+    own[3:, 1] += 5.0  # mouth 5 px lower
+    out = pose_landmarks(own)
+
+    def shape(lm):  # mouth width and eye-to-mouth height over the eye distance
+        ipd = np.linalg.norm(lm[1] - lm[0])
+        return np.linalg.norm(lm[4] - lm[3]) / ipd, (lm[3:, 1].mean() - lm[:2, 1].mean()) / ipd
+
+    assert np.allclose(shape(out), shape(posed(0, 0, 0)), atol=1e-3)  # the mean face's proportions
+    assert shape(own)[0] > shape(out)[0] + 0.1 and shape(own)[1] > shape(out)[1] + 0.05

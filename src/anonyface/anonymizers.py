@@ -43,7 +43,11 @@ class CoverSettings:
     and 0.8 % pixelated with 6 blocks (1.7 % with the old 8).
     `color`: RGB fill for `solid`. `synth_min_size` / `synth_min_score`: faces
     smaller (px) or less certain than this are pixelated / blurred instead of
-    painted.
+    painted. `synth_expression`: carry the person's expression (mouth, eyes,
+    smile, brows) into the new face — off by default, because dlib then
+    re-identifies more painted faces (docs/expression.md). `synth_exact_landmarks`:
+    give the generator the person's own five landmarks instead of a mean face's
+    in the same pose (`geometry.pose_landmarks`) — unsafe, for the same reason.
     """
 
     mask_scale: float = 1.3
@@ -54,6 +58,8 @@ class CoverSettings:
     color: tuple[int, int, int] = (0, 0, 0)
     synth_min_size: float = 0.0
     synth_min_score: float = 0.5
+    synth_expression: bool = False
+    synth_exact_landmarks: bool = False
 
     def __post_init__(self) -> None:
         for name in ("mask_scale", "feather", "blur_strength", "synth_min_size", "synth_min_score"):
@@ -82,6 +88,9 @@ class CoverSettings:
             out.append(f"blur_strength {self.blur_strength:g} is below {FLOORS['blur_strength']:g}: blurred faces stay recognisable")
         if self.blocks > FLOORS["blocks"]:
             out.append(f"blocks {self.blocks} is above {FLOORS['blocks']}: pixelated faces stay recognisable")
+        if self.synth_exact_landmarks:
+            out.append("synth_exact_landmarks: the person's own landmark geometry lets face recognition "
+                       "re-identify more painted faces")
         if self.feather > FLOORS["feather"]:
             out.append(f"feather {self.feather:g} is above {FLOORS['feather']:g}")
         return out

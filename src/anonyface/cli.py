@@ -127,6 +127,7 @@ def add_cover_arguments(g) -> None:
     g.add_argument("--blocks", type=int, default=_COVER.blocks, metavar="N", help="pixelate: mosaic cells across a face (default: %(default)s; fewer is safer)")
     g.add_argument("--blur-strength", type=float, default=_COVER.blur_strength, metavar="K", help="blur: Gaussian sigma as a fraction of the face size (default: %(default)s)")
     g.add_argument("--color", default=",".join(map(str, _COVER.color)), metavar="R,G,B", help="solid: fill colour (default: %(default)s)")
+    g.add_argument("--expression", action="store_true", help="synth: the new face follows the person's mouth, eyes, smile and brows (talking, blinking); off by default because face recognition then re-identifies more painted faces (docs/expression.md)")
 
 
 def add_tracking_arguments(g, lookback: bool = True) -> None:
@@ -192,7 +193,7 @@ def cover_settings(args, parser: argparse.ArgumentParser) -> CoverSettings:
     try:
         settings = CoverSettings(
             mask_scale=args.mask_scale, shape=args.shape, feather=args.feather, blocks=args.blocks,
-            blur_strength=args.blur_strength, color=color,
+            blur_strength=args.blur_strength, color=color, synth_expression=getattr(args, "expression", False),
         )
     except ValueError as e:
         parser.error(_option_names(str(e)))

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +20,8 @@ import numpy as np
 from .anonymizers import CoverSettings, cover
 from .blending import blend_into, colourfulness, saturation_for
 from .detection import Face
-from .geometry import CROP_GROW, ERASE_SCALE, Crop, box_iou, crop_face, erase_area, erase_box, expand_box, from_crop
+from .geometry import (CROP_GROW, ERASE_SCALE, Crop, box_iou, crop_face, erase_area, erase_box, expand_box, from_crop,
+                       pose_landmarks)
 from .runtime import model_path, open_session
 
 MODEL_FILE = "generator.onnx"
@@ -203,7 +204,7 @@ class SynthCover:
         """(N, edim) expression scalars of `faces` measured on the original `image`, or
         None (neutral) when the generator takes none or no meter is available."""
         edim = self.generator.edim
-        if not edim or not faces:
+        if not edim or not faces or not self.settings.synth_expression:
             return None
         if not self._meter_tried:
             self._meter_tried = True
@@ -266,6 +267,8 @@ class SynthCover:
         z_all = self.latents(len(todo), ids)
         subset = [faces[i] for i in todo]
         expr_all = self.expressions(image, subset, ids)
+        if not self.settings.synth_exact_landmarks:  # the pose, not the person's face shape
+            subset = [replace(f, landmarks=pose_landmarks(f.landmarks)) for f in subset]
         saturation = saturation_for(colourfulness(image[::8, ::8], ~faces_mask[::8, ::8]))
         claimed = np.zeros((h, w), bool)
         gen = self.generator

@@ -117,6 +117,66 @@ class Region:
         return np.clip((1.0 + self.feather - d) / self.feather, 0.0, 1.0).astype(np.float32)
 
 
+#: Five landmarks (eye centres, nose tip, mouth corners) of a mean face, the
+#: common 112-px alignment template, with depths (eyes half an inter-ocular
+#: distance behind the nose tip, mouth corners 0.4): `pose_landmarks` poses it.
+_MEAN_FACE_2D = np.array([[38.2946, 51.6963], [73.5318, 51.5014], [56.0252, 71.7366],
+                          [41.5493, 92.3655], [70.7299, 92.2041]])
+_IPD = _MEAN_FACE_2D[1, 0] - _MEAN_FACE_2D[0, 0]
+MEAN_FACE_3D = np.c_[_MEAN_FACE_2D, [-0.5 * _IPD, -0.5 * _IPD, 0.0, -0.4 * _IPD, -0.4 * _IPD]]
+MEAN_FACE_3D = MEAN_FACE_3D - MEAN_FACE_3D.mean(0)
+
+
+#: `pose_landmarks` rounds the head's yaw and pitch to this step (degrees): a
+#: near-frontal face is painted frontal, a turned one turned, and the small
+#: angles a person's own face shape fakes (a long face reads as pitch, an
+#: asymmetric one as yaw) do not reach the generator.
+POSE_STEP_DEG = 15.0
+
+
+def _rot(roll: float, yaw: float, pitch: float) -> np.ndarray:
+    cz, sz, cy, sy, cx, sx = np.cos(roll), np.sin(roll), np.cos(yaw), np.sin(yaw), np.cos(pitch), np.sin(pitch)
+    rz = np.array([[cz, -sz, 0], [sz, cz, 0], [0, 0, 1]])
+    ry = np.array([[cy, 0, sy], [0, 1, 0], [-sy, 0, cy]])
+    rx = np.array([[1, 0, 0], [0, cx, -sx], [0, sx, cx]])
+    return rz @ ry @ rx
+
+
+def _similarity_fit(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
+    """`src` (N×2) moved onto `dst` by the least-squares similarity (Umeyama)."""
+    ms, md = src.mean(0), dst.mean(0)
+    s0, d0 = src - ms, dst - md
+    u, sv, vt = np.linalg.svd(d0.T @ s0)
+    d = np.sign(np.linalg.det(u @ vt)) or 1.0
+    r = u @ np.diag([1.0, d]) @ vt
+    scale = (sv * [1.0, d]).sum() / (s0 ** 2).sum()
+    return scale * s0 @ r.T + md
+
+
+def pose_landmarks(landmarks: np.ndarray, step_deg: float = POSE_STEP_DEG) -> np.ndarray:
+    """The five landmarks of a *mean* face in the head pose of `landmarks` (5×2):
+    its position, size and roll, and its yaw and pitch rounded to `step_deg`.
+    This is what the generator is given instead of the person's own landmarks,
+    whose geometry — eye distance against mouth width, face length, nose
+    position — face recognition re-identifies (docs/generator.md, "What the
+    generator is told"). Yaw and pitch come from a weak-perspective fit of the
+    3-D mean face (the least-squares affine camera, projected to the nearest
+    scaled rotation); the mean face turned by the rounded angles is then placed
+    on the landmarks by a similarity (position, size, roll)."""
+    lm = np.asarray(landmarks, np.float64).reshape(5, 2)
+    m, *_ = np.linalg.lstsq(MEAN_FACE_3D, lm - lm.mean(0), rcond=None)  # 3×2
+    u, _, vt = np.linalg.svd(m.T, full_matrices=False)
+    r2 = u @ vt  # 2×3, orthonormal rows
+    r = np.vstack([r2, np.cross(r2[0], r2[1])])
+    yaw = -np.arcsin(np.clip(r[2, 0], -1.0, 1.0))
+    pitch = np.arctan2(r[2, 1], r[2, 2])
+    if step_deg > 0:
+        step = np.radians(step_deg)
+        yaw, pitch = np.round(yaw / step) * step, np.round(pitch / step) * step
+    turned = MEAN_FACE_3D @ _rot(0.0, yaw, pitch)[:2].T
+    return _similarity_fit(turned, lm).astype(np.float32)
+
+
 def face_region(box: Box, landmarks: np.ndarray | None, mask_scale: float, shape: str, feather: float) -> Region:
     """The region to cover for one detected face.
 

@@ -46,6 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-m", "--method", choices=METHODS, default=DEFAULT_METHOD, help="synth paints a new face, blur/pixelate/solid cover it (default: %(default)s)")
     p.add_argument("-t", "--threshold", type=float, default=DEFAULT_THRESHOLD, metavar="T", help="detection score (default: %(default)s)")
     add_tracking_arguments(p, lookback=False)  # real time: no frames held back
+    p.add_argument("--expression", action="store_true", help="synth: the new face talks and blinks with you (costs privacy: docs/expression.md)")
     p.add_argument("--size", metavar="WxH", default="640x480", help="camera capture size (default: %(default)s)")
     p.add_argument("--fps", type=float, default=30, help="camera frame rate asked for, and of the virtual camera (default: %(default)s)")
     p.add_argument("--virtual-camera", action="store_true", help="publish to a virtual camera (pyvirtualcam)")
@@ -294,6 +295,7 @@ def _open_preview(on_key) -> Preview | None:
 def run(args) -> int:
     import av
 
+    from .anonymizers import CoverSettings
     from .api import Anonymizer
 
     if args.max_frames is not None and args.max_frames < 1:
@@ -304,7 +306,8 @@ def run(args) -> int:
         raise LiveError(str(e).replace("detect_every", "--detect-every").replace("detect_size", "--detect-size")) from None
     try:
         # real time: no audit, and the fast generator (the tiers: docs/generator.md)
-        anon = Anonymizer(method=args.method, threshold=args.threshold, audit=False, tier="fast")
+        anon = Anonymizer(method=args.method, threshold=args.threshold, audit=False, tier="fast",
+                          settings=CoverSettings(synth_expression=args.expression))
     except Exception as e:
         raise LiveError(f"cannot load the face detector: {e}") from None
     container, is_camera = open_source(args.source, args.size, args.fps)
