@@ -360,3 +360,19 @@ def test_grown_model_starts_as_the_small_one_stays_private_trains_and_exports(da
     assert not torch.equal(trained["nets"]["G"]["top_rgb.weight"], big["nets"]["G"]["top_rgb.weight"])
     info = export.main([str(tmp_path / "big" / "checkpoint.pt"), str(tmp_path / "g.onnx"), "--bench-runs", "2"])
     assert info["max_abs_diff"] <= 1e-3 and info["size"] == 2 * cs.size
+
+
+def test_slim_checkpoint_resumes(data_dir, tmp_path):
+    """`anonyface-train slim`: fp16 weights, no optimizer state, smaller; a leg resumes from it."""
+    from anonyface.training.checkpoint import load_checkpoint
+    from anonyface.training.slim import main as slim_main
+
+    _train(data_dir, tmp_path / "run", tmp_path, 2, log=False)
+    ck_path = tmp_path / "run" / "checkpoint.pt"
+    before = ck_path.stat().st_size
+    assert slim_main([str(ck_path)]) == 0
+    ck = load_checkpoint(ck_path)
+    assert ck["format"] == "fp16" and ck["opts"] is None and ck_path.stat().st_size < before
+    assert all(v.dtype == torch.float16 for v in ck["nets"]["G"].values() if v.is_floating_point())
+    s = _train(data_dir, tmp_path / "run", tmp_path, 3, log=False)
+    assert s["step"] == 3 and math.isfinite(s["l1"])

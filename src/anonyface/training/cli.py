@@ -5,6 +5,7 @@
     anonyface-train train --data data/faces --run runs/cpu --minutes 60 --config cpu --log training/LOG.md
     anonyface-train grow runs/cpu/checkpoint.pt runs/quality      (the 128-px tier from the 64-px one)
     anonyface-train export runs/cpu/checkpoint.pt src/anonyface/models/generator.onnx
+    anonyface-train slim training/checkpoint.pt   (fp16, no Adam: the form checkpoints are committed in)
     anonyface-train leg pack --tier quality      (then on a GPU: make gpu-leg; docs/generator.md)
 """
 
@@ -20,6 +21,7 @@ COMMANDS = {
     "evaluate": "anonyface.training.evaluate",
     "conditions": "anonyface.training.conditions",
     "grow": "anonyface.training.grow",
+    "slim": "anonyface.training.slim",
 }
 
 
