@@ -15,13 +15,13 @@ import sys
 
 import torch
 
-from .checkpoint import atomic_write, load_checkpoint
+from .checkpoint import _cast, atomic_write, load_checkpoint
 
 
 def slim(path: str) -> int:
     """Rewrite `path` as fp16 weights without optimizer state; returns its new size."""
     ck = load_checkpoint(path)
-    ck["nets"] = {k: {n: (v.half() if v.is_floating_point() else v) for n, v in sd.items()} for k, sd in ck["nets"].items()}
+    ck["nets"] = {k: _cast(sd, torch.float16) for k, sd in ck["nets"].items()}
     ck["opts"] = None
     ck["format"] = "fp16"
     buf = io.BytesIO()
