@@ -118,6 +118,38 @@ def test_changed_share_rule():
     assert M.is_unchanged(M.changed_share(a, c, box))
 
 
+def _jpeg(a: np.ndarray, q: int = 95) -> np.ndarray:
+    import cv2
+
+    ok, buf = cv2.imencode(".jpg", a[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, q])
+    return cv2.imdecode(buf, cv2.IMREAD_COLOR)[..., ::-1]
+
+
+def test_dark_face_painted_in_the_dark_counts_covered_untouched_does_not():
+    """The structure rule: in a dark scene a new face moves few pixels by 8 levels, yet it
+    is covered; the same face untouched (JPEG round trip) stays uncovered."""
+    from photos import ASTRONAUT_FACE, astronaut
+
+    def dark(a: np.ndarray, gain: float = 0.01) -> np.ndarray:  # camera exposure, linear light
+        return np.clip(255 * ((a / 255.0) ** 2.2 * gain) ** (1 / 2.2), 0, 255).astype(np.uint8)
+
+    img = astronaut()
+    box = ASTRONAUT_FACE
+    orig = dark(img)
+    other = img.copy()  # another face: eyes and mouth elsewhere (the face upside down in its box)
+    x1, y1, x2, y2 = map(int, box)
+    other[y1:y2, x1:x2] = other[y1:y2, x1:x2][::-1]
+    painted = dark(other)
+    share = M.changed_share(orig, painted, box)
+    assert share < M.COVERED_SHARE  # the level rule alone would call it uncovered
+    share, kept, unchanged = M.face_unchanged(orig, painted, box)
+    assert kept is not None and kept < M.KEPT_NCC and not unchanged
+    share, kept, unchanged = M.face_unchanged(orig, _jpeg(orig), box)
+    assert kept is not None and kept > 0.9 and unchanged
+    flat = np.full_like(img, 3)  # a black patch: nothing to judge but the level rule
+    assert M.structure_kept(flat, flat, box) is None and M.face_unchanged(flat, flat, box)[2]
+
+
 def test_cluster_merges_one_face_keeps_neighbours_apart():
     from anonyface.evaluation.detectors import Detection
 

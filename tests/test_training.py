@@ -319,6 +319,30 @@ def test_exposure_darkens_some_crops_face_and_context_alike():
     assert float(out[darker, :, 4:].min()) < 60  # down to dark scenes
 
 
+def test_low_resolution_softens_some_crops_keeps_their_light():
+    from anonyface.training.augment import low_resolution
+
+    rng = torch.Generator().manual_seed(1)
+    img = torch.rand((200, 3, 32, 32), generator=rng) * 255
+    out = low_resolution(img, torch.Generator().manual_seed(0), p=0.3, min_side=8)
+    assert out.shape == img.shape
+    hf = lambda x: (x[..., 1:] - x[..., :-1]).abs().mean((1, 2, 3))  # noqa: E731 - detail per crop
+    soft = hf(out) < 0.8 * hf(img)
+    same = (out == img).flatten(1).all(1)
+    assert 0.18 < float(soft.float().mean()) < 0.42 and bool((soft | same).all())  # p = 0.3; others untouched
+    assert torch.allclose(out.mean((1, 2, 3)), img.mean((1, 2, 3)), atol=3.0)  # light and colour kept
+    assert low_resolution(img, None, p=0.0) is img
+
+
+def test_augmentation_settings_are_kept_on_resume(data_dir, tmp_path):
+    aug = ["--exposure-p", "0.1", "--exposure-gain", "0.2", "--lowres-p", "0.5"]
+    s_a = _train(data_dir, tmp_path / "r", tmp_path, 1, extra=aug, log=False)
+    s_b = _train(data_dir, tmp_path / "r", tmp_path, 2, log=False)
+    want = {"exposure_p": 0.1, "exposure_gain": 0.2, "lowres_p": 0.5}
+    for s in (s_a, s_b):
+        assert {k: s["hparams"][k] for k in want} == want
+
+
 def test_grown_model_starts_as_the_small_one_stays_private_trains_and_exports(data_dir, tmp_path):
     """`anonyface-train grow`: the 2× model paints the trained small model's face,
     upsampled, until training moves its new level; erased pixels never matter;

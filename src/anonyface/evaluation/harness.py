@@ -317,12 +317,14 @@ def evaluate(cfg: EvalConfig) -> dict:
                 out_dets = {j: [d.box for d in ds] for j, ds in
                             ((j.name, j(out)) for j in judges if j.name in ref_dets)}
                 for ri, (ref, info) in enumerate(zip(refs, ref_info)):
-                    shares = {n: M.changed_share(rgb, out, d.box) for n, d in ref.members.items()}
+                    judged = {n: M.face_unchanged(rgb, out, d.box) for n, d in ref.members.items()}
                     rec = {
                         "item": item.key, "set": item.set, "groups": item.groups, "face": ri,
                         "width": info.width, "detectors": info.detectors, "ours_found": info.ours_found,
-                        "changed": {n: round(s, 4) for n, s in shares.items()},
-                        "uncovered": any(M.is_unchanged(s) for s in shares.values()),
+                        "changed": {n: round(j[0], 4) for n, j in judged.items()},
+                        "kept": {n: None if j[1] is None else round(j[1], 4) for n, j in judged.items()},
+                        "unchanged": {n: j[2] for n, j in judged.items()},
+                        "uncovered": any(j[2] for j in judged.values()),
                         "retained": {n: M.retained_at(d.box, out_dets.get(n, [])) for n, d in ref.members.items()},
                         "retained_centre": {n: M.found_at(d.box, out_dets.get(n, [])) for n, d in ref.members.items()},
                     }

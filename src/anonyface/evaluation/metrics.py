@@ -14,6 +14,18 @@ Coverage — when is a face "left unchanged"?
     places, hence 25 % and not 50 %). This tells untouched from covered; how
     well a face is covered is re-identification's job.
 
+    A level threshold cannot judge a face whose own contrast is about that
+    level: in a dark scene a new face lit like its surroundings moves most
+    pixels by fewer than 8 levels (interview.mp4's audience, docs/evaluation.md).
+    So a face whose pixels barely moved still counts as *covered* when its
+    structure did not survive: the zero-mean normalised correlation of the
+    original and output grey inner halves (`structure_kept`) is below
+    `KEPT_NCC` = 0.5. An untouched face keeps ≈ 1 (JPEG q95: > 0.95), and a
+    textured face cannot lose its structure while moving under 8 levels, so
+    this only ever decides low-contrast faces. Faces flatter than
+    `MIN_STRUCTURE_STD` grey levels (a black patch) have no structure to lose:
+    for them the level rule alone decides.
+
 Retention (utility / realism) — a reference face is *retained* by an output
     when the same independent detector still finds a face at the same place in
     it: a box whose IoU with that detector's box on the original is at least
@@ -42,6 +54,8 @@ from ..geometry import box_iou
 
 CHANGE_LEVEL = 8
 COVERED_SHARE = 0.25
+KEPT_NCC = 0.5
+MIN_STRUCTURE_STD = 2.0
 #: Faces below this width (px) are left out of the Fréchet distance and pose measures.
 MIN_CROP_PX = 32
 
@@ -68,8 +82,32 @@ def changed_share(original: np.ndarray, output: np.ndarray, box, level: int = CH
     return float((np.abs(a - b) > level).mean()) if a.size else 1.0
 
 
-def is_unchanged(share: float, covered_share: float = COVERED_SHARE) -> bool:
-    return share < covered_share
+def structure_kept(original: np.ndarray, output: np.ndarray, box) -> float | None:
+    """Zero-mean normalised correlation of the grey inner halves of `box` in the original
+    and the output (1: same structure); None when the original's is flatter than
+    `MIN_STRUCTURE_STD` levels (no structure to judge)."""
+    h, w = original.shape[:2]
+    x1, y1, x2, y2 = inner_half(box, w, h)
+    a = _grey(original[y1:y2, x1:x2]).astype(np.float64)
+    b = _grey(output[y1:y2, x1:x2]).astype(np.float64)
+    if a.size < 4 or a.std() < MIN_STRUCTURE_STD:
+        return None
+    a, b = a - a.mean(), b - b.mean()
+    den = math.sqrt(float((a * a).sum()) * float((b * b).sum()))
+    return float((a * b).sum() / den) if den > 0 else 0.0
+
+
+def is_unchanged(share: float, kept: float | None = None, covered_share: float = COVERED_SHARE) -> bool:
+    """Uncovered: few pixels moved by more than `CHANGE_LEVEL`, and (when the face has
+    structure to judge) its structure survived (`structure_kept` ≥ `KEPT_NCC`)."""
+    return share < covered_share and (kept is None or kept >= KEPT_NCC)
+
+
+def face_unchanged(original: np.ndarray, output: np.ndarray, box) -> tuple[float, float | None, bool]:
+    """(changed share, structure kept, unchanged?) of one judge's box."""
+    share = changed_share(original, output, box)
+    kept = structure_kept(original, output, box) if share < COVERED_SHARE else None
+    return share, kept, is_unchanged(share, kept)
 
 
 def same_face(a, b) -> bool:

@@ -30,7 +30,7 @@ import numpy as np
 
 from ..geometry import ERASE_SCALE
 from .identity import MIN_REID_PX, SAME_PERSON
-from .metrics import CHANGE_LEVEL, COVERED_SHARE, MIN_CROP_PX, RETAIN_IOU, SIZE_BANDS, size_band
+from .metrics import CHANGE_LEVEL, COVERED_SHARE, KEPT_NCC, MIN_CROP_PX, MIN_STRUCTURE_STD, RETAIN_IOU, SIZE_BANDS, size_band
 from .scene import MIN_SCENE_PX, SEAM_FLOOR, RING_SCALE, summarize_lighting, summarize_seam
 
 GROUP_KEYS = ("age", "gender", "race")
@@ -58,7 +58,8 @@ def aggregate(faces: list[dict], judges: list[str]) -> dict:
         fj = [f for f in faces if j in f["detectors"]]
         out["by_judge"][j] = {
             "faces": len(fj),
-            "uncovered": sum(f["changed"][j] < COVERED_SHARE for f in fj),
+            # "unchanged" per judge since the structure rule; older raw files: the level rule
+            "uncovered": sum(f["unchanged"][j] if "unchanged" in f else f["changed"][j] < COVERED_SHARE for f in fj),
             "retained_pct": _pct(sum(f["retained"][j] for f in fj), len(fj)),
         }
     out["retained_pct"] = _pct(sum(any(f["retained"].values()) for f in faces), n)
@@ -70,6 +71,10 @@ def aggregate(faces: list[dict], judges: list[str]) -> dict:
         out["retained_centre_pct"] = _pct(sum(any(f["retained_centre"].values()) for f in faces), n)
     out["seam"] = summarize_seam([f["seam"] for f in faces if "seam" in f])
     out["lighting"] = summarize_lighting([f["lighting"] for f in faces if "lighting" in f])
+    # by face width: a model can be right on average and wrong for small faces
+    out["lighting_by_band"] = {
+        label: summarize_lighting([f["lighting"] for f in faces if "lighting" in f and size_band(f["width"]) == label])
+        for label, _, _ in SIZE_BANDS}
     d = [f["reid_distance"] for f in faces if f.get("reid_distance") is not None]
     out["reid_faces"] = len(d)
     out["reid_pct"] = _pct(sum(x < SAME_PERSON for x in d), len(d))
@@ -338,6 +343,23 @@ def scene_table(results: dict, summary: dict, scope: str | None = None) -> str:
     return "\n".join(lines)
 
 
+def luminance_band_table(results: dict, summary: dict) -> str:
+    """Luminance offset of the new face from its scene, output / real, and the error, by face width."""
+    bands = [label for label, _, _ in SIZE_BANDS]
+    head = ["method", *[f"{b} px" for b in bands]]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for name in results["results"]:
+        by = summary["overall"][name].get("lighting_by_band", {})
+        cells = []
+        for b in bands:
+            q = by.get(b, {})
+            lum = q.get("luminance")
+            cells.append(f"{lum['offset_out']:+.0f} / {lum['offset_real']:+.0f} (ΔL {lum['error']:.0f}, {q['faces']})"
+                         if lum else "–")
+        lines.append(f"| **{name}** | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def scene_definitions() -> list[str]:
     return [
         f"- **still a face**: the share of reference faces (every size) for which the same judge finds a box in the "
@@ -407,7 +429,9 @@ def markdown(results: dict, summary: dict, files: list[str]) -> str:
         for s in inp["sets"]:
             L += [f"### Set `{s}`", "", peer_table(results, summary, s), ""]
     L += ["![peers](peers.png)" if "peers.png" in files else "", ""]
-    L += ["## Does the new face belong in the picture? (issue 10)", "", scene_table(results, summary), ""]
+    L += ["## Does the new face belong in the picture? (issue 10)", "", scene_table(results, summary), "",
+          "Luminance offset of the face from its surroundings, output / real (ΔL = mean error; faces), by face width "
+          "in px:", "", luminance_band_table(results, summary), ""]
     if len(inp["sets"]) > 1:
         for s in inp["sets"]:
             L += [f"Set `{s}`:", "", scene_table(results, summary, s), ""]

@@ -58,8 +58,7 @@ def _judge_frame(judges, rgb: np.ndarray, embedder) -> list[dict]:
 def _score_frame(orig: np.ndarray, out: np.ndarray, refs: list[dict], embedder) -> dict:
     unc, dists = 0, []
     for r in refs:
-        shares = [M.changed_share(orig, out, d.box) for d in r["ref"].members.values()]
-        unc += any(M.is_unchanged(s) for s in shares)
+        unc += any(M.face_unchanged(orig, out, d.box)[2] for d in r["ref"].members.values())
         if "emb" in r:
             dists.append(float(np.linalg.norm(r["emb"] - embedder.embed(out, r["shape"]))))
     return {"faces": len(refs), "uncovered": unc, "reid": dists}

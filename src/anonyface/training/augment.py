@@ -5,6 +5,9 @@
   swapped, and an integer shift whose uncovered pixels become padding. Its
   random numbers come from a CPU `torch.Generator` (the same stream on every
   device, saved in the checkpoint).
+* `exposure` darkens a share of crops as a camera would, and `low_resolution`
+  resamples a share down and back up, as the runtime does with a small
+  face's crop: the generator sees the scenes it will paint into.
 * `diff_augment` (Zhao et al. 2020, "Differentiable Augmentation for
   Data-Efficient GAN Training"): colour, translation and cutout applied alike
   to real and generated inputs of D, differentiably; it draws from the global
@@ -72,7 +75,13 @@ def flip_jitter(
     return img, lm, er, va
 
 
-def exposure(img: torch.Tensor, gen: torch.Generator | None, p: float = 0.25, min_gain: float = 0.04) -> torch.Tensor:
+#: Defaults of `exposure` (a run keeps its own in the checkpoint's hparams).
+EXPOSURE_P = 0.25
+EXPOSURE_GAIN = 0.04
+
+
+def exposure(img: torch.Tensor, gen: torch.Generator | None, p: float = EXPOSURE_P,
+             min_gain: float = EXPOSURE_GAIN) -> torch.Tensor:
     """Darken a share `p` of a batch of 0–255 crops as a camera's exposure would: a gain
     in linear light, log-uniform in [`min_gain`, 1], on the face and its context alike.
 
@@ -88,6 +97,37 @@ def exposure(img: torch.Tensor, gen: torch.Generator | None, p: float = 0.25, mi
     gain = torch.where(on, lg.exp(), torch.ones_like(lg))[:, None, None, None]
     lin = (img / 255.0).clamp(0, 1).pow(2.2) * gain
     return lin.pow(1 / 2.2) * 255.0
+
+
+#: Default share of `low_resolution` crops (0: off; a run keeps its own in the checkpoint).
+LOWRES_P = 0.0
+LOWRES_MIN = 16
+
+
+def low_resolution(img: torch.Tensor, gen: torch.Generator | None, p: float = LOWRES_P,
+                   min_side: int = LOWRES_MIN) -> torch.Tensor:
+    """Resample a share `p` of a batch of crops (face and context alike) down to a side
+    uniform in [`min_side`, side) with area averaging, then back up bilinearly.
+
+    At run time a face 20–40 px wide is painted from a crop of a few dozen
+    pixels upsampled to the model's side: soft context with JPEG blocks. The
+    training crops come from portraits, sharp at every size; a generator that
+    never saw soft context reads it as something else (the exposure-augmented
+    run painted dark faces into small faces' soft crops, docs/generator.md).
+    """
+    b, _, h, w = img.shape
+    if p <= 0 or h <= min_side:
+        return img
+    on = torch.rand(b, generator=gen) < p
+    sides = torch.randint(min_side, h, (b,), generator=gen)
+    if not bool(on.any()):
+        return img
+    img = img.clone()
+    for i in torch.nonzero(on).flatten().tolist():
+        s = int(sides[i])
+        small = torch.nn.functional.interpolate(img[i : i + 1], size=(s, s), mode="area")
+        img[i : i + 1] = torch.nn.functional.interpolate(small, size=(h, w), mode="bilinear", align_corners=False)
+    return img
 
 
 def diff_augment(x: torch.Tensor, translation: float = 0.125, cutout: float = 0.5) -> torch.Tensor:

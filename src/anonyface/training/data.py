@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from .augment import exposure, flip_jitter
+from .augment import EXPOSURE_GAIN, EXPOSURE_P, LOWRES_P, exposure, flip_jitter, low_resolution
 from .model import EXPRESSION_DIM
 
 
@@ -60,7 +60,8 @@ class Data:
     def __len__(self) -> int:
         return len(self.images)
 
-    def batch(self, idx: torch.Tensor, gen: torch.Generator | None = None, augment: bool = False, jitter: float = 0.03):
+    def batch(self, idx: torch.Tensor, gen: torch.Generator | None = None, augment: bool = False, jitter: float = 0.03,
+              exposure_p: float = EXPOSURE_P, exposure_gain: float = EXPOSURE_GAIN, lowres_p: float = LOWRES_P):
         """(image [-1,1], erase, pad, landmarks [0,1], expression) for indices; optional flip + shift jitter."""
         idx = idx.to(self.device)
         img = self.images[idx].float()
@@ -71,7 +72,10 @@ class Data:
         s = self.size
         if augment:
             img, lm, er, va, ex = flip_jitter(img, lm, er, va, s, gen, jitter, ex)
-            img = exposure(img, gen)
+            if exposure_p > 0:
+                img = exposure(img, gen, exposure_p, exposure_gain)
+            if lowres_p > 0:
+                img = low_resolution(img, gen, lowres_p)
         erase = box_mask(er, s)
         pad = 1.0 - box_mask(va, s)
         image = img / 127.5 - 1.0

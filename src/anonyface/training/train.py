@@ -37,7 +37,7 @@ from .checkpoint import (
     restore_opt, rng_state, set_rng_state,
 )
 from .data import Data, box_mask, load_split
-from .augment import diff_augment, shift_images
+from .augment import EXPOSURE_GAIN, EXPOSURE_P, LOWRES_P, diff_augment, shift_images
 from .evaluate import FIXED_SEED, _detector, evaluate, expression_meter, generate, reference, sample_grid, write_png
 from .logbook import LOG_HEADER, append_log
 from .loss import R1_INTERVAL, FaceGANLoss, projected_d
@@ -75,6 +75,13 @@ def parse_args(argv):
     p.add_argument("--r1", type=float, default=None, help="R1 gamma")
     p.add_argument("--proj", type=float, default=None,
                    help="weight of the projected discriminator on frozen MobileNetV2 features (0: none)")
+    p.add_argument("--exposure-p", dest="exposure_p", type=float, default=None,
+                   help="share of training crops darkened as by a camera's exposure (default 0.25; kept on resume)")
+    p.add_argument("--exposure-gain", dest="exposure_gain", type=float, default=None,
+                   help="darkest exposure gain in linear light (default 0.04; kept on resume)")
+    p.add_argument("--lowres-p", dest="lowres_p", type=float, default=None,
+                   help="share of training crops resampled to a lower resolution and back, as small faces' "
+                        "crops are at run time (default 0; kept on resume)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=2, help="CPU threads (cpu device)")
     p.add_argument("--compile", action="store_true", help="torch.compile G and D (cuda)")
@@ -119,7 +126,10 @@ def main(argv=None) -> dict:
         "proj": config.proj_weight,
     }
     hp.setdefault("proj", 0.0)  # checkpoints from before the projected D
-    for k in ("batch", "lr", "l1", "perc", "adv", "r1", "proj"):
+    hp.setdefault("exposure_p", EXPOSURE_P)  # checkpoints from before the setting
+    hp.setdefault("exposure_gain", EXPOSURE_GAIN)
+    hp.setdefault("lowres_p", LOWRES_P)
+    for k in ("batch", "lr", "l1", "perc", "adv", "r1", "proj", "exposure_p", "exposure_gain", "lowres_p"):
         v = getattr(args, k)
         if v is not None:
             hp[k] = v
@@ -244,7 +254,8 @@ def main(argv=None) -> dict:
     ema_beta_cfg = hp["ema_kimg"] * 1000
     print(f"[train] {config.name}: G {G.num_params() / 1e6:.2f} M, D {D.num_params() / 1e6:.2f} M"
           + (f", P {P.num_params() / 1e6:.2f} M" if P is not None else "") + " params, "
-          f"batch {batch}, device {device}, budget {args.minutes:.1f} min (eval reserve {reserve:.0f} s)", flush=True)
+          f"batch {batch}, device {device}, budget {args.minutes:.1f} min (eval reserve {reserve:.0f} s); augmentation: exposure "
+          f"{hp['exposure_p']:g} of crops down to ×{hp['exposure_gain']:g}, low resolution {hp['lowres_p']:g}", flush=True)
 
     def log_line(final: bool = False) -> dict:
         now = time.time()
@@ -281,7 +292,9 @@ def main(argv=None) -> dict:
         if time.time() >= deadline and step > leg_step0:
             break  # every leg takes at least one step, however short its budget
         idx = torch.randint(len(train), (batch,), generator=data_gen)
-        image, erase, pad, lm, ex = train.batch(idx, data_gen, augment=True)
+        image, erase, pad, lm, ex = train.batch(idx, data_gen, augment=True,
+                                                exposure_p=hp["exposure_p"], exposure_gain=hp["exposure_gain"],
+                                                lowres_p=hp["lowres_p"])
         ex = ex if config.edim else None
         z = torch.randn(batch, config.zdim, generator=data_gen).to(device)
         image = image.contiguous(memory_format=torch.channels_last)
@@ -353,7 +366,7 @@ def main(argv=None) -> dict:
         "checkpoint_bytes": ck_path.stat().st_size, "data_shards": len(train_paths),
     }
     summary.update({k: last.get(k) for k in ("g_adv", "l1", "perc", "d_loss", "r1", "g_proj", "p_loss") if k in last})
-    summary["hparams"] = {k: hp[k] for k in ("batch", "lr", "l1", "perc", "adv", "r1", "proj")}
+    summary["hparams"] = {k: hp[k] for k in ("batch", "lr", "l1", "perc", "adv", "r1", "proj", "exposure_p", "exposure_gain", "lowres_p")}
     summary.update(metrics)
     log_f.write(json.dumps({"leg": legs, **summary}) + "\n")
     log_f.close()
