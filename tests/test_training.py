@@ -384,6 +384,19 @@ def test_grown_model_starts_as_the_small_one_stays_private_trains_and_exports(da
     assert not torch.equal(trained["nets"]["G"]["top_rgb.weight"], big["nets"]["G"]["top_rgb.weight"])
     info = export.main([str(tmp_path / "big" / "checkpoint.pt"), str(tmp_path / "g.onnx"), "--bench-runs", "2"])
     assert info["max_abs_diff"] <= 1e-3 and info["size"] == 2 * cs.size
+    # regrown on a re-trained small model, keeping the trained outer level (--outer-from)
+    _train(data_dir, tmp_path / "small", tmp_path, 3, log=False)
+    small2 = load_checkpoint(tmp_path / "small" / "checkpoint.pt")
+    assert grow_main([str(tmp_path / "small" / "checkpoint.pt"), str(tmp_path / "big2"),
+                      "--outer-from", str(tmp_path / "big" / "checkpoint.pt")]) == 0
+    big2 = load_checkpoint(tmp_path / "big2" / "checkpoint.pt")
+    for net in ("G", "D", "G_ema"):
+        for k, v in big2["nets"][net].items():
+            want = small2["nets"][net][k[5:]] if k.startswith("body.") else trained["nets"][net][k]
+            assert torch.equal(v, want.float()), f"{net}.{k}"
+    with pytest.raises(ValueError):  # the outer level must come from a model of the same grown config
+        grow_main([str(tmp_path / "small" / "checkpoint.pt"), str(tmp_path / "big3"),
+                   "--outer-from", str(tmp_path / "small" / "checkpoint.pt")])
 
 
 def test_slim_checkpoint_resumes(data_dir, tmp_path):
