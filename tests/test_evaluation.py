@@ -233,6 +233,9 @@ class _Painter:
             elif self.how == "bright":  # the face lit far brighter than its scene
                 fx1, fy1, fx2, fy2 = clip_box(f.box, w, h)
                 out[fy1:fy2, fx1:fx2] = np.clip(rgb[fy1:fy2, fx1:fx2].astype(int) + 70, 0, 255)
+            elif self.how == "keep":  # the face left as it was, 3 levels brighter: a miss
+                fx1, fy1, fx2, fy2 = clip_box(f.box, w, h)
+                out[fy1:fy2, fx1:fx2] = np.clip(rgb[fy1:fy2, fx1:fx2].astype(int) + 3, 0, 255)
             elif self.how == "beside":  # the face erased, and a face painted 0.7 widths to its right
                 gx1, gy1, gx2, gy2 = clip_box(expand_box(f.box, 1.6), w, h)
                 head = rgb[gy1:gy2, gx1:gx2].copy()
@@ -253,7 +256,7 @@ def scene_run(tmp_path_factory):
     img, _ = group_photo(sizes=(130, 80), angles=(0, 0), width=900, seed=3)
     cv2.imwrite(str(photos / "two.png"), img[..., ::-1])
     cfg = EvalConfig(
-        inputs=[str(photos)], out_dir=root / "report", methods=("none", "flat", "bright", "beside"),
+        inputs=[str(photos)], out_dir=root / "report", methods=("none", "flat", "bright", "beside", "keep"),
         detectors=("hog",), fd=False, pose=False, memory=False, metadata=False, video=False, quiet=True,
         sheet_faces=2,
     )
@@ -284,6 +287,15 @@ def test_a_face_painted_beside_is_not_retained(scene_run):
     assert bands[">=96"]["faces"] >= 1 and bands["48-96"]["faces"] >= 1
 
 
+def test_a_face_left_as_it_was_is_uncovered_and_shown(scene_run):
+    results, s, out = scene_run
+    keep, flat = s["overall"]["keep"], s["overall"]["flat"]
+    assert keep["faces"] >= 2 and keep["uncovered"] == keep["faces"] and flat["uncovered"] == 0
+    faces = [f for f in results["results"]["keep"]["faces"]]
+    assert all(f["unchanged"]["hog"] and f["kept"]["hog"] > 0.95 for f in faces)  # the structure survived
+    assert (out / "misses.jpg").stat().st_size > 0
+
+
 def test_seam_score_flags_a_hard_pasted_box(scene_run):
     _, s, _ = scene_run
     none, flat = s["overall"]["none"]["seam"], s["overall"]["flat"]["seam"]
@@ -307,7 +319,7 @@ def test_scene_report_and_face_sheet(scene_run):
     widths = [e["width"] for e in results["_largest"]]
     assert widths == sorted(widths, reverse=True)
     big = results["_largest"][0]
-    assert set(big["crops"]) == {"original", "none", "flat", "bright", "beside"}
+    assert set(big["crops"]) == {"original", "none", "flat", "bright", "beside", "keep"}
     assert big["crops"]["original"].shape[0] >= 1.6 * big["width"]  # at 100 %: not shrunk
     md = (out / "report.md").read_text()
     assert "belong in the picture" in md and "| **flat** |" in md and "face_sheet.jpg" in md

@@ -340,7 +340,7 @@ def evaluate(cfg: EvalConfig) -> dict:
                     res.faces.append(rec)
                     if rec["uncovered"] and name != "none" and len(misses) < cfg.max_miss_crops:
                         misses.append({"method": name, "item": item.key, "width": info.width,
-                                       "detectors": info.detectors, "share": min(shares.values()),
+                                       "detectors": info.detectors, "share": min(j[0] for j in judged.values()),
                                        "crop": _pair_crop(rgb, out, ref.main.box)})
                 for _, b in crop_boxes:
                     batch.append(crop_face(out, b, GEN_SIZE, CROP_GROW).pixels)
