@@ -68,6 +68,8 @@ def test_pack_and_run_a_leg_on_the_cpu(data_dir, tmp_path):
     out = tmp_path / "out"
     s = leg.run_leg(pack_dir, minutes=10, out=out, device="cpu", steps=2)  # steps end it; the budget only guards a loaded machine
     assert s["step"] == 2 and s["tier"] == "fast" and np.isfinite(s["fd"])
+    assert info["train_args"] == leg.LEG_AUGMENT  # every leg trains with the tier's augmentation
+    assert s["hparams"]["exposure_p"] == float(leg.LEG_AUGMENT[leg.LEG_AUGMENT.index("--exposure-p") + 1])
     files = sorted(f.name for f in out.iterdir())
     assert files == ["LOG-line.md", "checkpoint-fast.pt", "log.jsonl", "samples.png", "summary.json"]
     assert all(f.stat().st_size <= 16 * leg.MIB for f in out.iterdir())

@@ -55,9 +55,13 @@ WEIGHTS = "mobilenet_v2-features.pth"
 #: fills the chip). Legs train with the expression conditions (docs/expression.md)
 #: whenever the packed crops carry them: a fresh run starts with them, a
 #: landmarks-only checkpoint grows them (`train --expression`).
+#: Augmentation every leg trains with, whatever the checkpoint it resumes from was trained with
+#: (docs/generator.md, "Why the expression run paints small faces dark"); LEG_ARGS can override.
+LEG_AUGMENT = ["--exposure-p", "0.03", "--exposure-gain", "0.1", "--lowres-p", "0.25"]
 TIERS = {
-    "quality": {"config": "quality", "checkpoint": "training/checkpoint-quality.pt", "gpu_batch": 256},
-    "fast": {"config": "cpu", "checkpoint": "training/checkpoint.pt", "gpu_batch": 512},
+    "quality": {"config": "quality", "checkpoint": "training/checkpoint-quality.pt", "gpu_batch": 256,
+                "train_args": LEG_AUGMENT},
+    "fast": {"config": "cpu", "checkpoint": "training/checkpoint.pt", "gpu_batch": 512, "train_args": LEG_AUGMENT},
 }
 CPU_BATCH = 8  # the rehearsal
 
@@ -261,6 +265,7 @@ def pack(
         "train_crops": taken, "train_total": total, "train_start": start % max(total, 1), "next_crop": nxt,
         "train_from": [{"shard": Path(p).name, "first": a, "stop": b} for p, a, b in picks],
         "data": str(data), "limit_bytes": limit, "expression": expression,
+        "train_args": list(spec.get("train_args", [])),
     }
     (out / MANIFEST).write_text(json.dumps(info, indent=2) + "\n")
     info["bytes"] = sum(f.stat().st_size for f in out.iterdir())
@@ -323,7 +328,7 @@ def _run(pack_dir: Path, info: dict, minutes, out: Path, device, batch, steps, e
         argv += ["--steps", str(steps)]
     if info.get("expression"):
         argv += ["--expression"]
-    argv += list(extra or [])
+    argv += list(info.get("train_args", [])) + list(extra or [])  # extra last: it overrides
     summary = train.main(argv)
     summary["tier"] = info["tier"]
     summary["pack"] = {k: info[k] for k in ("train_start", "train_crops", "train_total", "next_crop")}
