@@ -55,9 +55,11 @@ WEIGHTS = "mobilenet_v2-features.pth"
 #: fills the chip). Legs train with the expression conditions (docs/expression.md)
 #: whenever the packed crops carry them: a fresh run starts with them, a
 #: landmarks-only checkpoint grows them (`train --expression`).
-#: Augmentation every leg trains with, whatever the checkpoint it resumes from was trained with
-#: (docs/generator.md, "Why the expression run paints small faces dark"); LEG_ARGS can override.
-LEG_AUGMENT = ["--exposure-p", "0.03", "--exposure-gain", "0.1", "--lowres-p", "0.25"]
+#: Augmentation every leg trains with, whatever the checkpoint it resumes from was trained with:
+#: no exposure darkening (it makes small faces under dark hair dim) and no low-resolution crops
+#: (they make the tiniest faces smudges) — docs/generator.md, "Why the expression run paints
+#: small faces dark". LEG_ARGS can override.
+LEG_AUGMENT = ["--exposure-p", "0", "--lowres-p", "0"]
 TIERS = {
     "quality": {"config": "quality", "checkpoint": "training/checkpoint-quality.pt", "gpu_batch": 256,
                 "train_args": LEG_AUGMENT},
