@@ -60,6 +60,14 @@ SETTINGS = [
 ]
 
 
+def add_photo_args(ap: argparse.ArgumentParser) -> None:
+    """The arguments `photos` reads (shared with expression_reid.py)."""
+    ap.add_argument("eval", help="folder of group photos (../shared/data/eval)")
+    ap.add_argument("--utk", help="UTKFace folder: add --sample of its photos (one large face each)")
+    ap.add_argument("--sample", type=int, default=300)
+    ap.add_argument("--held-out", help="a shard (data/faces/val-000.npz): UTKFace photos only from its sources")
+
+
 def photos(args) -> list[Path]:
     out = sorted(p for p in Path(args.eval).glob("*.jpg"))
     if args.utk:
@@ -84,15 +92,12 @@ def strategy(method: str, kw: dict, base: CoverSettings):
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("eval", help="folder of group photos (../shared/data/eval)")
-    ap.add_argument("--utk", help="UTKFace folder: add --sample of its photos (one large face each)")
-    ap.add_argument("--sample", type=int, default=300)
+    add_photo_args(ap)
     ap.add_argument("--json", default="benchmarks/results/cover_sweep.json")
     ap.add_argument("--only", help="comma-separated: run only the settings whose label contains one of these")
     ap.add_argument("--synth", help="comma-separated generator ONNX files to judge as well")
     ap.add_argument("--variants", action="store_true",
                     help="--synth: also each generator with its own landmarks and (models that take it) the expression")
-    ap.add_argument("--held-out", help="a shard (data/faces/val-000.npz): UTKFace photos only from its sources")
     args = ap.parse_args()
     all_settings = list(SETTINGS)
     for model in (args.synth.split(",") if args.synth else []):

@@ -35,7 +35,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from cover_sweep import photos  # noqa: E402
+from cover_sweep import add_photo_args, photos  # noqa: E402
 
 from anonyface.anonymizers import CoverSettings  # noqa: E402
 from anonyface.detection import FaceDetector  # noqa: E402
@@ -47,10 +47,7 @@ from anonyface.media import read_image  # noqa: E402
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("eval", help="folder of group photos (../shared/data/eval)")
-    ap.add_argument("--utk", help="UTKFace folder: add --sample of its photos")
-    ap.add_argument("--sample", type=int, default=300)
-    ap.add_argument("--held-out", help="a shard (data/faces/val-000.npz): UTKFace photos only from its sources")
+    add_photo_args(ap)
     ap.add_argument("--synth", required=True, help="generator ONNX that takes expression conditions")
     ap.add_argument("--json", default="benchmarks/results/expression_reid.json")
     args = ap.parse_args()

@@ -74,11 +74,15 @@ def _grey(a: np.ndarray) -> np.ndarray:
     return cv2.cvtColor(np.ascontiguousarray(a[..., :3]), cv2.COLOR_RGB2GRAY).astype(np.int16)
 
 
+def _inner_greys(original: np.ndarray, output: np.ndarray, box) -> tuple[np.ndarray, np.ndarray]:
+    """Grey levels of the inner half of `box` in the original and the output."""
+    x1, y1, x2, y2 = inner_half(box, original.shape[1], original.shape[0])
+    return _grey(original[y1:y2, x1:x2]), _grey(output[y1:y2, x1:x2])
+
+
 def changed_share(original: np.ndarray, output: np.ndarray, box, level: int = CHANGE_LEVEL) -> float:
     """Share of the inner half of `box` whose grey level moved by more than `level`."""
-    h, w = original.shape[:2]
-    x1, y1, x2, y2 = inner_half(box, w, h)
-    a, b = _grey(original[y1:y2, x1:x2]), _grey(output[y1:y2, x1:x2])
+    a, b = _inner_greys(original, output, box)
     return float((np.abs(a - b) > level).mean()) if a.size else 1.0
 
 
@@ -86,10 +90,7 @@ def structure_kept(original: np.ndarray, output: np.ndarray, box) -> float | Non
     """Zero-mean normalised correlation of the grey inner halves of `box` in the original
     and the output (1: same structure); None when the original's is flatter than
     `MIN_STRUCTURE_STD` levels (no structure to judge)."""
-    h, w = original.shape[:2]
-    x1, y1, x2, y2 = inner_half(box, w, h)
-    a = _grey(original[y1:y2, x1:x2]).astype(np.float64)
-    b = _grey(output[y1:y2, x1:x2]).astype(np.float64)
+    a, b = (g.astype(np.float64) for g in _inner_greys(original, output, box))
     if a.size < 4 or a.std() < MIN_STRUCTURE_STD:
         return None
     a, b = a - a.mean(), b - b.mean()

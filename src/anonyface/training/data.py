@@ -74,8 +74,7 @@ class Data:
             img, lm, er, va, ex = flip_jitter(img, lm, er, va, s, gen, jitter, ex)
             if exposure_p > 0:
                 img = exposure(img, gen, exposure_p, exposure_gain)
-            if lowres_p > 0:
-                img = low_resolution(img, gen, lowres_p)
+            img = low_resolution(img, gen, lowres_p)  # p = 0: untouched, no random numbers drawn
         erase = box_mask(er, s)
         pad = 1.0 - box_mask(va, s)
         image = img / 127.5 - 1.0

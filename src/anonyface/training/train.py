@@ -53,6 +53,9 @@ __all__ = [
 
 # -- training -----------------------------------------------------------------------
 
+#: The hparams a leg's command line may override (kept in the checkpoint), and that its summary reports.
+LEG_HPARAMS = ("batch", "lr", "l1", "perc", "adv", "r1", "proj", "exposure_p", "exposure_gain", "lowres_p")
+
 def parse_args(argv):
     p = argparse.ArgumentParser(prog="anonyface-train train", description=__doc__.split("\n")[0])
     p.add_argument("--data", required=True, help="folder with train-*.npz and val-*.npz shards")
@@ -129,7 +132,7 @@ def main(argv=None) -> dict:
     hp.setdefault("exposure_p", EXPOSURE_P)  # checkpoints from before the setting
     hp.setdefault("exposure_gain", EXPOSURE_GAIN)
     hp.setdefault("lowres_p", LOWRES_P)
-    for k in ("batch", "lr", "l1", "perc", "adv", "r1", "proj", "exposure_p", "exposure_gain", "lowres_p"):
+    for k in LEG_HPARAMS:
         v = getattr(args, k)
         if v is not None:
             hp[k] = v
@@ -366,7 +369,7 @@ def main(argv=None) -> dict:
         "checkpoint_bytes": ck_path.stat().st_size, "data_shards": len(train_paths),
     }
     summary.update({k: last.get(k) for k in ("g_adv", "l1", "perc", "d_loss", "r1", "g_proj", "p_loss") if k in last})
-    summary["hparams"] = {k: hp[k] for k in ("batch", "lr", "l1", "perc", "adv", "r1", "proj", "exposure_p", "exposure_gain", "lowres_p")}
+    summary["hparams"] = {k: hp[k] for k in LEG_HPARAMS}
     summary.update(metrics)
     log_f.write(json.dumps({"leg": legs, **summary}) + "\n")
     log_f.close()
